@@ -1,0 +1,167 @@
+//! Measuring what a board sustains: load and first-inference cost, per-stage latency
+//! percentiles, throughput and peak memory for one model configuration.
+//!
+//! Figures are reported, never asserted: the machines this runs on are shared and noisy. Compare
+//! against a peer measured in the same run (`benches/compare-onnxruntime`).
+
+use crate::decode::yolo::DecodeParams;
+use crate::infer::yolo::{ModelChoice, StageTimes, YoloDetector};
+use crate::infer::{EngineOptions, ModelError};
+use image::RgbImage;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// One configuration to measure.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    pub model: ModelChoice,
+    pub input_size: (u32, u32),
+    pub threads: usize,
+    /// Timed iterations (after `warmup`).
+    pub iters: usize,
+    pub warmup: usize,
+    pub params: DecodeParams,
+}
+
+/// Latency distribution of one stage, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples` (empty → all zero).
+    pub fn of(samples: &[Duration]) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles {
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                mean: 0.0,
+            };
+        }
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        Percentiles {
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            mean: ms.iter().sum::<f64>() / ms.len() as f64,
+        }
+    }
+}
+
+/// Results for one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub input: String,
+    pub threads: usize,
+    pub iters: usize,
+    pub load_ms: f64,
+    pub first_inference_ms: f64,
+    pub preprocess_ms: Percentiles,
+    pub inference_ms: Percentiles,
+    pub decode_ms: Percentiles,
+    pub total_ms: Percentiles,
+    /// Frames per second of preprocess + inference + decode run back to back.
+    pub fps: f64,
+    /// Peak resident memory of the process during this configuration (load included), in MiB.
+    pub peak_rss_mib: Option<f64>,
+    pub isa: String,
+    pub matmul_kernels: BTreeMap<String, usize>,
+}
+
+/// Peak resident set size of this process so far, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the kernel's peak-RSS mark so the next reading covers only what follows.
+fn reset_peak_rss() {
+    // Linux ≥ 4.0: writing 5 to clear_refs resets VmHWM. Failure only widens the window.
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        log::debug!("cannot reset peak RSS: {e}");
+    }
+}
+
+/// Loads the model for `spec` and times it over `frames` (cycled).
+pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelError> {
+    reset_peak_rss();
+    let t0 = Instant::now();
+    let mut detector = YoloDetector::load(
+        spec.model.clone(),
+        Some(spec.input_size),
+        &EngineOptions {
+            threads: spec.threads,
+        },
+    )?;
+    let load = t0.elapsed();
+    let blank = RgbImage::from_pixel(spec.input_size.0, spec.input_size.1, image::Rgb([114; 3]));
+    let frame = |i: usize| frames.get(i % frames.len().max(1)).unwrap_or(&blank);
+
+    let t1 = Instant::now();
+    detector.detect(frame(0), &spec.params)?;
+    let first = t1.elapsed();
+    for i in 0..spec.warmup {
+        detector.detect(frame(i + 1), &spec.params)?;
+    }
+    let mut times: Vec<StageTimes> = Vec::with_capacity(spec.iters);
+    let started = Instant::now();
+    for i in 0..spec.iters {
+        times.push(detector.detect(frame(i), &spec.params)?.1);
+    }
+    let wall = started.elapsed();
+    let stage = |f: fn(&StageTimes) -> Duration| -> Vec<Duration> { times.iter().map(f).collect() };
+    let (isa, _) = crate::infer::detected_isa();
+    Ok(BenchReport {
+        model: detector.model_path().display().to_string(),
+        input: format!("{}x{}", spec.input_size.0, spec.input_size.1),
+        threads: spec.threads,
+        iters: spec.iters,
+        load_ms: load.as_secs_f64() * 1e3,
+        first_inference_ms: first.as_secs_f64() * 1e3,
+        preprocess_ms: Percentiles::of(&stage(|t| t.preprocess)),
+        inference_ms: Percentiles::of(&stage(|t| t.inference)),
+        decode_ms: Percentiles::of(&stage(|t| t.decode)),
+        total_ms: Percentiles::of(&stage(|t| t.preprocess + t.inference + t.decode)),
+        fps: if wall.is_zero() {
+            0.0
+        } else {
+            spec.iters as f64 / wall.as_secs_f64()
+        },
+        peak_rss_mib: peak_rss_mib(),
+        isa,
+        matmul_kernels: detector.engine().matmul_kernels(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(&samples);
+        assert_eq!((p.p50, p.p90, p.p99), (50.0, 90.0, 99.0));
+        assert!((p.mean - 50.5).abs() < 1e-9);
+        let one = Percentiles::of(&[Duration::from_millis(7)]);
+        assert_eq!((one.p50, one.p99), (7.0, 7.0));
+        assert_eq!(Percentiles::of(&[]).p50, 0.0);
+    }
+
+    #[test]
+    fn peak_rss_is_readable_on_linux() {
+        let mib = peak_rss_mib().expect("VmHWM in /proc/self/status");
+        assert!(mib > 0.1 && mib < 64.0 * 1024.0, "{mib}");
+    }
+}

@@ -1,0 +1,133 @@
+//! `lookout bench`: per-configuration load time, stage latencies, throughput and memory, as a
+//! table for people or JSON lines for collecting results across boards.
+
+use super::{default_threads, parse_size, sample_images_dir, ModelArgs};
+use anyhow::bail;
+use lookout::bench::{run as bench_one, BenchReport, BenchSpec};
+use lookout::decode::yolo::DecodeParams;
+use lookout::infer::yolo::ModelChoice;
+use lookout::source::replay::{expand_inputs, load_frame};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Thread counts to measure, comma-separated (default: 1 and all cores).
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Input sizes to measure, comma-separated WIDTHxHEIGHT (default: 640x640,640x384).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    pub input_size: Vec<(u32, u32)>,
+    /// Timed iterations per configuration.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Untimed iterations before timing (after the first inference, which is reported apart).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Frames to replay: image files or directories (default: the bundled sample photos).
+    #[arg(long)]
+    pub frames: Vec<PathBuf>,
+    /// Print one JSON object per configuration instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn print_header() {
+    println!(
+        "{:<9} {:>3} {:>8} {:>9} | {:>8} {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>8} {:>7} {:>9}",
+        "input",
+        "thr",
+        "load ms",
+        "first ms",
+        "pre p50",
+        "dec p50",
+        "inf p50",
+        "inf p90",
+        "inf p99",
+        "tot p50",
+        "tot p99",
+        "fps",
+        "peak MiB"
+    );
+}
+
+fn print_row(r: &BenchReport) {
+    println!(
+        "{:<9} {:>3} {:>8.0} {:>9.1} | {:>8.2} {:>8.2} {:>8.1} | {:>9.1} {:>9.1} {:>9.1} | {:>8.1} {:>7.2} {:>9.1}",
+        r.input,
+        r.threads,
+        r.load_ms,
+        r.first_inference_ms,
+        r.preprocess_ms.p50,
+        r.decode_ms.p50,
+        r.inference_ms.p50,
+        r.inference_ms.p90,
+        r.inference_ms.p99,
+        r.total_ms.p50,
+        r.total_ms.p99,
+        r.fps,
+        r.peak_rss_mib.unwrap_or(f64::NAN),
+    );
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let threads = if args.threads.is_empty() {
+        let mut t = vec![1, default_threads()];
+        t.dedup();
+        t
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        bail!("--threads values must be at least 1");
+    }
+    let sizes = if args.input_size.is_empty() {
+        vec![(640, 640), (640, 384)]
+    } else {
+        args.input_size.clone()
+    };
+    let sources = if args.frames.is_empty() {
+        vec![sample_images_dir()]
+    } else {
+        args.frames.clone()
+    };
+    let mut frames = Vec::new();
+    for (i, path) in expand_inputs(&sources).into_iter().enumerate() {
+        frames.push(path.and_then(|p| load_frame(&p, i as u64))?.image);
+    }
+    let choice = ModelChoice::resolve(&args.model.model);
+    if !args.json {
+        let (isa, level) = lookout::infer::detected_isa();
+        println!(
+            "lookout bench: model {} ({}), {} frames, {} iterations per configuration, cpu isa {isa} [{level}]",
+            args.model.model,
+            choice.path.display(),
+            frames.len(),
+            args.iters
+        );
+        print_header();
+    }
+    for &(w, h) in &sizes {
+        for &t in &threads {
+            let spec = BenchSpec {
+                model: choice.clone(),
+                input_size: (w, h),
+                threads: t,
+                iters: args.iters,
+                warmup: args.warmup,
+                params: DecodeParams::default(),
+            };
+            let report = bench_one(&spec, &frames)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_row(&report);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! `lookout detect`: images in, one JSON line of detections per image out, optionally annotated
+//! copies written to a directory.
+
+use super::{default_threads, parse_size, DEFAULT_MODEL};
+use anyhow::{bail, Context};
+use lookout::annotate::draw_detections;
+use lookout::config::BoardConfig;
+use lookout::decode::yolo::DecodeParams;
+use lookout::infer::yolo::{ModelChoice, YoloDetector};
+use lookout::infer::EngineOptions;
+use lookout::source::replay::{expand_inputs, load_frame};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// Image files or directories of images (PNG, JPEG, BMP).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Board config (board-configs/*.toml) supplying defaults; options given here win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model: a name from models/manifest.toml (e.g. yolo11n) or a path to an .onnx file
+    /// [default: yolo11n].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Minimum class score to keep a detection [default: 0.25].
+    #[arg(long)]
+    pub conf: Option<f32>,
+    /// IoU above which NMS suppresses the lower-scoring box [default: 0.7].
+    #[arg(long)]
+    pub iou: Option<f32>,
+    /// Keep at most this many detections per image [default: 300].
+    #[arg(long)]
+    pub max_det: Option<usize>,
+    /// Network input WIDTHxHEIGHT, multiples of 32 (e.g. 640x384 for 16:9 frames).
+    #[arg(long, value_parser = parse_size)]
+    pub input_size: Option<(u32, u32)>,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Only these classes, by name or id, comma-separated (e.g. person,dog,2).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// Suppress overlapping boxes across classes too.
+    #[arg(long)]
+    pub agnostic: bool,
+    /// Write each image with its detections drawn into this directory.
+    #[arg(long)]
+    pub annotate: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct DetectionRecord<'a> {
+    class_id: usize,
+    class: &'a str,
+    score: f32,
+    /// x1, y1, x2, y2 in source-image pixels.
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+}
+
+#[derive(Serialize)]
+struct ImageRecord<'a> {
+    image: String,
+    width: u32,
+    height: u32,
+    detections: Vec<DetectionRecord<'a>>,
+    ms: Timing,
+}
+
+#[derive(Serialize)]
+struct Timing {
+    preprocess: f64,
+    inference: f64,
+    decode: f64,
+}
+
+fn round(v: f32, places: i32) -> f32 {
+    let f = 10f32.powi(places);
+    (v * f).round() / f
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// Levenshtein distance, for "did you mean" hints on class names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Resolves `--classes` entries (names or ids) against the model's class names.
+pub fn resolve_classes(wanted: &[String], names: &[String]) -> anyhow::Result<Option<Vec<usize>>> {
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let mut ids = Vec::new();
+    for w in wanted.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+        if let Some(id) = names.iter().position(|n| n.eq_ignore_ascii_case(w)) {
+            ids.push(id);
+        } else if let Ok(id) = w.parse::<usize>() {
+            if id >= names.len() {
+                bail!(
+                    "class id {id} in --classes is out of range: the model has {} classes (0..{})",
+                    names.len(),
+                    names.len() - 1
+                );
+            }
+            ids.push(id);
+        } else {
+            let closest = names
+                .iter()
+                .min_by_key(|n| edit_distance(&w.to_lowercase(), n));
+            let hint = closest.map_or(String::new(), |c| format!(" (did you mean '{c}'?)"));
+            bail!("unknown class '{w}' in --classes: not one of the model's {} class names{hint}; `lookout info --classes` lists them", names.len());
+        }
+    }
+    Ok(Some(ids))
+}
+
+pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
+    let board = match &args.config {
+        Some(path) => BoardConfig::load(path)?,
+        None => BoardConfig::default(),
+    };
+    let cfg = &board.detector;
+    let defaults = DecodeParams::default();
+    let conf = args.conf.or(cfg.conf).unwrap_or(defaults.conf_threshold);
+    let iou = args.iou.or(cfg.iou).unwrap_or(defaults.iou_threshold);
+    if !(0.0..=1.0).contains(&conf) || !(0.0..=1.0).contains(&iou) {
+        bail!("--conf and --iou must be between 0 and 1 (got {conf} and {iou})");
+    }
+    let max_det = args.max_det.or(cfg.max_det).unwrap_or(defaults.max_det);
+    let threads = args
+        .threads
+        .or(cfg.threads)
+        .unwrap_or_else(default_threads)
+        .max(1);
+    let input_size = args.input_size.or(cfg.input_size.map(|[w, h]| (w, h)));
+    let model = args
+        .model
+        .as_deref()
+        .or(cfg.model.as_deref())
+        .unwrap_or(DEFAULT_MODEL);
+    let mut detector = YoloDetector::load(
+        ModelChoice::resolve(model),
+        input_size,
+        &EngineOptions { threads },
+    )?;
+    let classes = if args.classes.is_empty() {
+        cfg.classes.clone().unwrap_or_default()
+    } else {
+        args.classes.clone()
+    };
+    let params = DecodeParams {
+        conf_threshold: conf,
+        iou_threshold: iou,
+        max_det,
+        agnostic: args.agnostic || cfg.agnostic.unwrap_or(false),
+        classes: resolve_classes(&classes, detector.class_names())?,
+    };
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --annotate directory {}", dir.display()))?;
+    }
+
+    let mut failures = 0usize;
+    let inputs = expand_inputs(&args.inputs);
+    let total = inputs.len();
+    for (frame_id, input) in inputs.into_iter().enumerate() {
+        let frame = match input.and_then(|path| load_frame(&path, frame_id as u64)) {
+            Ok(f) => f,
+            Err(e) => {
+                // One bad image must not cost the others their results.
+                eprintln!("error: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        let (detections, times) = detector.detect(&frame.image, &params)?;
+        let names = detector.class_names();
+        let record = ImageRecord {
+            image: frame.origin.clone(),
+            width: frame.image.width(),
+            height: frame.image.height(),
+            detections: detections
+                .iter()
+                .map(|d| DetectionRecord {
+                    class_id: d.class_id,
+                    class: names.get(d.class_id).map_or("?", String::as_str),
+                    score: round(d.score, 4),
+                    bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2].map(|v| round(v, 2)),
+                })
+                .collect(),
+            ms: Timing {
+                preprocess: ms(times.preprocess),
+                inference: ms(times.inference),
+                decode: ms(times.decode),
+            },
+        };
+        println!("{}", serde_json::to_string(&record)?);
+        if let Some(dir) = &args.annotate {
+            let mut image = frame.image;
+            draw_detections(&mut image, &detections, names);
+            let name = PathBuf::from(&frame.origin);
+            let out = dir.join(name.file_name().unwrap_or_default());
+            if let Err(e) = image.save(&out) {
+                eprintln!("error: cannot write annotated image {}: {e}", out.display());
+                failures += 1;
+            }
+        }
+    }
+    if failures > 0 {
+        eprintln!("error: {failures} of {total} inputs failed");
+    }
+    Ok(failures == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        ["person", "bicycle", "dog"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn classes_resolve_by_name_or_id() {
+        let got = resolve_classes(&["Dog".into(), "1".into()], &names()).unwrap();
+        assert_eq!(got, Some(vec![2, 1]));
+        assert_eq!(resolve_classes(&[], &names()).unwrap(), None);
+    }
+
+    #[test]
+    fn unknown_class_names_the_closest_one() {
+        let err = resolve_classes(&["dgo".into()], &names())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown class 'dgo'") && err.contains("did you mean 'dog'"),
+            "{err}"
+        );
+        let err = resolve_classes(&["7".into()], &names())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out of range"), "{err}");
+    }
+}

@@ -1,0 +1,96 @@
+//! The command-line front end: argument definitions and the commands that print results.
+//! Only this module and `main.rs` write to stdout; the library reports through return values
+//! and `log`.
+
+mod bench;
+mod detect;
+mod info;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lookout",
+    version,
+    about = "Perception runtime for robot boards"
+)]
+pub struct Cli {
+    /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Detect objects in images; prints one JSON line per image.
+    Detect(detect::DetectArgs),
+    /// Show the build, the CPU features tract detected and the kernels it picks for a model.
+    Info(info::InfoArgs),
+    /// Measure load time, per-stage latency, throughput and memory for model configurations.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
+pub fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Detect(args) => detect::run(args),
+        Command::Info(args) => info::run(args).map(|()| true),
+        Command::Bench(args) => bench::run(args).map(|()| true),
+    }
+}
+
+/// The model used when neither the command line nor a board config names one.
+pub const DEFAULT_MODEL: &str = "yolo11n";
+
+/// Model options shared by the commands that load a detector.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Model: a name from models/manifest.toml (e.g. yolo11n) or a path to an .onnx file.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+}
+
+/// Parses `WxH` (e.g. `640x384`).
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}' is not WIDTHxHEIGHT (e.g. 640x384)"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{s}' is not WIDTHxHEIGHT (e.g. 640x384)"))
+    };
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// Compute threads to use by default: every core this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Where default sample frames live (the committed photos).
+pub fn sample_images_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_parses_width_by_height() {
+        assert_eq!(parse_size("640x384"), Ok((640, 384)));
+        assert_eq!(parse_size("320X320"), Ok((320, 320)));
+        assert!(parse_size("640").is_err());
+        assert!(parse_size("ax3").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,231 @@
+//! Inference through tract: loading and optimising an ONNX model for a fixed input shape,
+//! running it, and reporting what tract chose (ISA, matrix-multiply kernels). Model families
+//! sit on top of [`Engine`] as adapters ([`yolo`]).
+
+pub mod yolo;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::matmul::optimized::OptMatMul;
+
+/// Why a model could not be loaded or run. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {path} does not exist: {fix}")]
+    NotFound { path: PathBuf, fix: String },
+    #[error("cannot read model file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "model file {path} has sha256 {actual} but the manifest expects {expected}: it is corrupt, \
+         truncated or another model; delete it and run `models/fetch {name}`"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("model file {path} is not a usable ONNX model ({reason}); fetch it again with `models/fetch` or re-export it")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("model {path} cannot run at input {shape:?} ({reason}); pick another --input-size")]
+    Shape {
+        path: PathBuf,
+        shape: Vec<usize>,
+        reason: String,
+    },
+    #[error("model {path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("inference failed in {path}: {reason}")]
+    Run { path: PathBuf, reason: String },
+}
+
+/// How to build the runnable plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Compute threads for tract's matrix products (1 = single-threaded executor).
+    pub threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { threads: 1 }
+    }
+}
+
+/// A model optimised by tract for one input shape, with a reusable run state.
+pub struct Engine {
+    path: PathBuf,
+    plan: Arc<TypedRunnableModel>,
+    state: TypedSimpleState,
+    input_shape: Vec<usize>,
+}
+
+impl Engine {
+    /// Loads `bytes` (the content of `path`), fixes input 0 to `input_shape` (f32) and optimises.
+    pub fn load(
+        path: &Path,
+        bytes: &[u8],
+        input_shape: &[usize],
+        options: &EngineOptions,
+    ) -> Result<Engine, ModelError> {
+        let invalid = |e: TractError| ModelError::Invalid {
+            path: path.to_path_buf(),
+            reason: first_line(&e),
+        };
+        // Ultralytics exports declare symbolic sizes that tract cannot carry through the
+        // upsampling; their declared value infos and output shapes are ignored and the input
+        // fixed instead (measured on YOLO11n, see DESIGN.md).
+        let model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
+            .model_for_read(&mut &bytes[..])
+            .map_err(invalid)?;
+        if model.input_outlets().map_err(invalid)?.len() != 1 {
+            return Err(ModelError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "expected a single input".into(),
+            });
+        }
+        let shape_err = |e: TractError| ModelError::Shape {
+            path: path.to_path_buf(),
+            shape: input_shape.to_vec(),
+            reason: first_line(&e),
+        };
+        let typed = model
+            .with_input_fact(0, f32::fact(input_shape).into())
+            .and_then(|m| m.into_optimized())
+            .map_err(shape_err)?;
+        let run_options = RunOptions {
+            executor: (options.threads > 1)
+                .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
+            ..RunOptions::default()
+        };
+        let plan = typed
+            .into_runnable_with_options(&run_options)
+            .map_err(shape_err)?;
+        let state = plan.spawn().map_err(shape_err)?;
+        Ok(Engine {
+            path: path.to_path_buf(),
+            plan,
+            state,
+            input_shape: input_shape.to_vec(),
+        })
+    }
+
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Runs the model on one f32 input whose shape must be [`Engine::input_shape`]; returns
+    /// output 0.
+    pub fn run(&mut self, input: Tensor) -> Result<Tensor, ModelError> {
+        if input.shape() != self.input_shape.as_slice() {
+            return Err(ModelError::Run {
+                path: self.path.clone(),
+                reason: format!(
+                    "input shape {:?} does not match the loaded shape {:?}",
+                    input.shape(),
+                    self.input_shape
+                ),
+            });
+        }
+        let outputs = self
+            .state
+            .run(tvec!(input.into()))
+            .map_err(|e| ModelError::Run {
+                path: self.path.clone(),
+                reason: first_line(&e),
+            })?;
+        let first = outputs.into_iter().next().ok_or_else(|| ModelError::Run {
+            path: self.path.clone(),
+            reason: "the model produced no output".into(),
+        })?;
+        Ok(first.into_tensor())
+    }
+
+    /// Matrix-multiply kernels tract selected for this model, with how many nodes use each.
+    /// On ARM these names (`arm64simd_…`) are the evidence that NEON kernels run.
+    pub fn matmul_kernels(&self) -> BTreeMap<String, usize> {
+        let mut kernels = BTreeMap::new();
+        for node in self.plan.model().nodes() {
+            if let Some(mm) = node.op_as::<OptMatMul>() {
+                for k in &mm.mmm {
+                    *kernels.entry(k.name().to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+        kernels
+    }
+
+    /// Operator names of the optimised graph with their counts.
+    pub fn op_histogram(&self) -> BTreeMap<String, usize> {
+        let mut ops = BTreeMap::new();
+        for node in self.plan.model().nodes() {
+            *ops.entry(node.op().name().to_string()).or_insert(0) += 1;
+        }
+        ops
+    }
+}
+
+/// The instruction-set features tract detected on this CPU (after `TRACT_CPU_ISA` edits), and
+/// the one-word rung tract calls them by.
+pub fn detected_isa() -> (String, &'static str) {
+    let isa = tract_linalg::isa::native();
+    (format!("{isa:?}"), isa.nickname())
+}
+
+/// The first line of an error chain: tract's errors carry multi-line context that helps a
+/// developer, not a user reading a one-line message.
+fn first_line(e: &TractError) -> String {
+    let root = e.root_cause().to_string();
+    let top = e.to_string();
+    let msg = if top == root {
+        top
+    } else {
+        format!("{top}: {root}")
+    };
+    msg.lines().next().unwrap_or_default().to_string()
+}
+
+/// Reads a model file, checking its sha256 when one is expected.
+pub fn read_model_file(
+    path: &Path,
+    expected_sha256: Option<(&str, &str)>,
+    fix_if_missing: &str,
+) -> Result<Vec<u8>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ModelError::NotFound {
+                path: path.to_path_buf(),
+                fix: fix_if_missing.to_string(),
+            }
+        } else {
+            ModelError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    if let Some((name, expected)) = expected_sha256 {
+        use sha2::Digest;
+        let actual: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if actual != expected {
+            return Err(ModelError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,237 @@
+//! YOLO11 detector adapter: letterbox a frame, run the network, decode the head and map boxes
+//! back onto the frame. Holds its buffers so steady-state frames allocate little.
+
+use super::{read_model_file, Engine, EngineOptions, ModelError};
+use crate::decode::yolo::{decode_head, DecodeParams};
+use crate::decode::Detection;
+use crate::manifest::{locate, Manifest, ModelEntry};
+use crate::preprocess::{letterbox_nchw, Letterbox, Normalisation};
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+
+/// Which model file to load and how it was named.
+#[derive(Debug, Clone)]
+pub struct ModelChoice {
+    pub path: PathBuf,
+    /// Manifest name when known (`yolo11n`), for class names and the sha256 check.
+    pub name: Option<String>,
+    pub entry: Option<ModelEntry>,
+    /// Verify the file's sha256 against the manifest (only for models resolved by name: a
+    /// user's own export at a path is theirs to vouch for).
+    pub verify_sha256: bool,
+}
+
+impl ModelChoice {
+    /// `spec` is a manifest name (`yolo11n`) or a path to an `.onnx` file.
+    pub fn resolve(spec: &str) -> ModelChoice {
+        let manifest = Manifest::builtin();
+        if let Some(entry) = manifest.get(spec) {
+            return ModelChoice {
+                path: locate(&entry.file),
+                name: Some(spec.to_string()),
+                entry: Some(entry.clone()),
+                verify_sha256: true,
+            };
+        }
+        let path = PathBuf::from(spec);
+        let known = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| manifest.by_file_name(f))
+            .map(|(n, e)| (n.to_string(), e.clone()));
+        ModelChoice {
+            path,
+            name: known.as_ref().map(|(n, _)| n.clone()),
+            entry: known.map(|(_, e)| e),
+            verify_sha256: false,
+        }
+    }
+
+    fn fix_if_missing(&self) -> String {
+        match (&self.name, self.verify_sha256) {
+            (Some(name), true) => format!("run `models/fetch {name}`"),
+            _ => "check the --model path, or give a manifest name such as yolo11n".into(),
+        }
+    }
+}
+
+/// Per-frame cost of each stage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub preprocess: Duration,
+    pub inference: Duration,
+    pub decode: Duration,
+}
+
+/// A loaded YOLO detector for one input size.
+pub struct YoloDetector {
+    engine: Engine,
+    choice: ModelChoice,
+    input_w: u32,
+    input_h: u32,
+    normalisation: Normalisation,
+    class_names: Vec<String>,
+}
+
+/// Checks a network input size: non-zero multiples of the model's stride.
+pub fn check_input_size(width: u32, height: u32, stride: u32) -> Result<(), String> {
+    if width == 0 || height == 0 || width % stride != 0 || height % stride != 0 {
+        return Err(format!(
+            "input size {width}x{height} must be non-zero multiples of {stride} (e.g. 640x640, 640x384)"
+        ));
+    }
+    if width > 4096 || height > 4096 {
+        return Err(format!(
+            "input size {width}x{height} is larger than 4096x4096"
+        ));
+    }
+    Ok(())
+}
+
+impl YoloDetector {
+    /// Loads the model for a `width`×`height` input (the manifest's default when `None`).
+    pub fn load(
+        choice: ModelChoice,
+        input_size: Option<(u32, u32)>,
+        options: &EngineOptions,
+    ) -> Result<YoloDetector, ModelError> {
+        let entry = choice.entry.as_ref();
+        let stride = entry.map_or(32, |e| e.input.stride);
+        let (input_w, input_h) = input_size
+            .or_else(|| entry.map(|e| (e.input.default_size[0], e.input.default_size[1])))
+            .unwrap_or((640, 640));
+        check_input_size(input_w, input_h, stride).map_err(|reason| ModelError::Shape {
+            path: choice.path.clone(),
+            shape: vec![1, 3, input_h as usize, input_w as usize],
+            reason,
+        })?;
+        let expected = match (&choice.name, entry, choice.verify_sha256) {
+            (Some(n), Some(e), true) => Some((n.as_str(), e.sha256.as_str())),
+            _ => None,
+        };
+        let bytes = read_model_file(&choice.path, expected, &choice.fix_if_missing())?;
+        let shape = [1, 3, input_h as usize, input_w as usize];
+        let engine = Engine::load(&choice.path, &bytes, &shape, options)?;
+        let normalisation = entry.map_or_else(Normalisation::default, |e| Normalisation {
+            scale: e.input.scale,
+            mean: e.input.mean,
+            std: e.input.std,
+            pad_value: e.input.letterbox_pad,
+        });
+        let class_names = entry.map(|e| e.classes.names.clone()).unwrap_or_default();
+        let mut detector = YoloDetector {
+            engine,
+            choice,
+            input_w,
+            input_h,
+            normalisation,
+            class_names,
+        };
+        detector.check_head()?;
+        Ok(detector)
+    }
+
+    /// Runs one blank frame to learn the head's shape, so a model that is not a YOLO detector
+    /// (or has a different class count than its names) is refused at load, not mid-stream.
+    fn check_head(&mut self) -> Result<(), ModelError> {
+        let input = Tensor::zero::<f32>(self.engine.input_shape())
+            .map_err(|e| self.run_error(e.to_string()))?;
+        let out = self.engine.run(input)?;
+        let shape = out.shape().to_vec();
+        let (w, h) = (self.input_w as usize, self.input_h as usize);
+        let anchors: usize = [8, 16, 32].iter().map(|s| (w / s) * (h / s)).sum();
+        let ok = shape.len() == 3 && shape[0] == 1 && shape[1] > 4 && shape[2] == anchors;
+        if !ok {
+            return Err(ModelError::Unsupported {
+                path: self.choice.path.clone(),
+                reason: format!(
+                    "output shape {shape:?} is not a YOLO detection head [1, 4+classes, {anchors}]"
+                ),
+            });
+        }
+        let classes = shape[1] - 4;
+        if self.class_names.is_empty() {
+            self.class_names = (0..classes).map(|c| format!("class{c}")).collect();
+        } else if self.class_names.len() != classes {
+            return Err(ModelError::Unsupported {
+                path: self.choice.path.clone(),
+                reason: format!(
+                    "the model has {classes} classes but the manifest names {}",
+                    self.class_names.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn run_error(&self, reason: String) -> ModelError {
+        ModelError::Run {
+            path: self.choice.path.clone(),
+            reason,
+        }
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.input_w, self.input_h)
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.choice.path
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The raw head `[1, 4+C, anchors]` for a prepared input tensor (parity checks).
+    pub fn run_raw(&mut self, input: Tensor) -> Result<Tensor, ModelError> {
+        self.engine.run(input)
+    }
+
+    /// Detects objects in `image`; boxes are in `image` pixels.
+    pub fn detect(
+        &mut self,
+        image: &RgbImage,
+        params: &DecodeParams,
+    ) -> Result<(Vec<Detection>, StageTimes), ModelError> {
+        let t0 = Instant::now();
+        let lb = Letterbox::new(image.width(), image.height(), self.input_w, self.input_h);
+        // A fresh buffer per frame: tract takes ownership of its input, and filling the whole
+        // buffer costs more than allocating it.
+        let mut buffer = vec![0.0f32; 3 * self.input_w as usize * self.input_h as usize];
+        letterbox_nchw(image, &lb, &self.normalisation, &mut buffer);
+        let shape = self.engine.input_shape().to_vec();
+        let input = tract_ndarray::ArrayD::from_shape_vec(shape, buffer)
+            .map_err(|e| self.run_error(e.to_string()))?
+            .into_tensor();
+        let t1 = Instant::now();
+        let output = self.engine.run(input)?;
+        let t2 = Instant::now();
+        let view = output
+            .try_as_plain_ram()
+            .map_err(|e| self.run_error(e.to_string()))?;
+        let head = view
+            .as_slice::<f32>()
+            .map_err(|e| self.run_error(e.to_string()))?;
+        let anchors = output.shape()[2];
+        let mut detections = decode_head(head, anchors, params);
+        for d in &mut detections {
+            d.bbox = lb.to_source(&d.bbox);
+        }
+        let t3 = Instant::now();
+        Ok((
+            detections,
+            StageTimes {
+                preprocess: t1 - t0,
+                inference: t2 - t1,
+                decode: t3 - t2,
+            },
+        ))
+    }
+}

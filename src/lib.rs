@@ -1,0 +1,16 @@
+//! lookout: a perception runtime for robot boards.
+//!
+//! The module tree follows the data: frames come from a [`source`], are shaped for a network by
+//! [`preprocess`], run through tract in [`infer`], and turned back into objects in image
+//! coordinates by [`decode`]. [`annotate`] draws them for people; [`bench`] measures every stage.
+//! The command-line front end (`src/cli`) belongs to the binary, not this library.
+
+pub mod annotate;
+pub mod bench;
+pub mod build_info;
+pub mod config;
+pub mod decode;
+pub mod infer;
+pub mod manifest;
+pub mod preprocess;
+pub mod source;

@@ -1,0 +1,137 @@
+//! The model manifest (`models/manifest.toml`): what each model is, where its file lives, how
+//! its input is shaped and normalised, how its output is laid out, and its class names.
+//!
+//! The manifest is compiled into the binary, so a board needs only the binary and the `.onnx`
+//! files; the models directory is searched at run time (see [`models_dirs`]).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The manifest shipped with this build.
+pub const BUILTIN_MANIFEST: &str = include_str!("../models/manifest.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub models: BTreeMap<String, ModelEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub task: String,
+    pub file: String,
+    pub sha256: String,
+    pub description: String,
+    pub license: String,
+    pub source: ModelSource,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    pub classes: ClassTable,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    pub pypi: String,
+    pub member: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub layout: String,
+    pub default_size: [u32; 2],
+    pub stride: u32,
+    pub colour: String,
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub letterbox_pad: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub name: String,
+    pub layout: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassTable {
+    pub names: Vec<String>,
+}
+
+impl Manifest {
+    /// The manifest compiled into this binary. It is validated by a unit test, so parsing it
+    /// cannot fail in a build that passed its tests.
+    pub fn builtin() -> Manifest {
+        toml::from_str(BUILTIN_MANIFEST).unwrap_or_else(|e| {
+            panic!("models/manifest.toml compiled into this build is invalid: {e}")
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.get(name)
+    }
+
+    /// The entry whose `file` is this file name, for models given by path.
+    pub fn by_file_name(&self, file_name: &str) -> Option<(&str, &ModelEntry)> {
+        self.models
+            .iter()
+            .find(|(_, m)| m.file == file_name)
+            .map(|(n, m)| (n.as_str(), m))
+    }
+}
+
+/// Where model files are looked for, in order: `$LOOKOUT_MODELS_DIR`, `./models`, `models/`
+/// beside the executable, and the source tree this binary was built from.
+pub fn models_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("LOOKOUT_MODELS_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(PathBuf::from("models"));
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        dirs.push(exe_dir.join("models"));
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    dirs
+}
+
+/// The first existing `dir/file` among [`models_dirs`], or the first candidate when none exists
+/// (so an error can name where the file was expected).
+pub fn locate(file: &str) -> PathBuf {
+    let candidates: Vec<PathBuf> = models_dirs().into_iter().map(|d| d.join(file)).collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifest_parses_and_describes_yolo11n() {
+        let m = Manifest::builtin();
+        let y = m.get("yolo11n").expect("yolo11n in manifest");
+        assert_eq!(y.classes.names.len(), 80);
+        assert_eq!(y.classes.names[0], "person");
+        assert_eq!(y.sha256.len(), 64);
+        assert_eq!(y.input.default_size, [640, 640]);
+        assert_eq!(y.output.layout, "yolo-head");
+        assert_eq!(
+            m.by_file_name("yolo11n.onnx").map(|(n, _)| n),
+            Some("yolo11n")
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! Shared test setup: the fetched model and the fixture paths.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+pub fn sample_images() -> PathBuf {
+    fixtures().join("images")
+}
+
+/// Path of the YOLO11n model, fetched (and sha256-checked) through the project's own script on
+/// first use. A fetch failure fails the test: nothing is skipped.
+pub fn yolo11n() -> PathBuf {
+    static FETCH: Once = Once::new();
+    FETCH.call_once(|| {
+        let status = Command::new(root().join("models/fetch"))
+            .arg("yolo11n")
+            .status()
+            .expect("cannot run models/fetch");
+        assert!(
+            status.success(),
+            "models/fetch yolo11n failed: the tests need the model"
+        );
+    });
+    root().join("models/yolo11n.onnx")
+}
+
+/// A fresh, empty directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lookout-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
