@@ -88,7 +88,10 @@ mod tests {
         assert_eq!(img.get_pixel(20, 60).0, PALETTE[0]);
         assert_eq!(img.get_pixel(50, 60).0, [0, 0, 0]);
         // The label sits above the box.
-        assert!((18..30).any(|y| img.get_pixel(25, y).0 == [255, 255, 255]));
+        let white = (18..30).flat_map(|y| (20..100).map(move |x| (x, y)));
+        assert!(white
+            .into_iter()
+            .any(|(x, y)| img.get_pixel(x, y).0 == [255, 255, 255]));
     }
 
     #[test]

@@ -69,15 +69,10 @@ impl BoardConfig {
 
     /// Parses and validates `text`, read from `path` (named in errors).
     pub fn parse(path: &Path, text: &str) -> Result<BoardConfig, ConfigError> {
-        let config: BoardConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].lines().count().max(1)
-            });
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                line,
-                message: e.message().replace('\n', " ").trim().to_string(),
-            }
+        let config: BoardConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: error_line(text, &e),
+            message: e.message().replace('\n', " ").trim().to_string(),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -107,6 +102,30 @@ impl BoardConfig {
         }
         Ok(())
     }
+}
+
+/// The 1-based line an error is about. toml spans an unknown field's whole table, so the
+/// offending key itself is looked up to point at the right line.
+fn error_line(text: &str, e: &toml::de::Error) -> usize {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let unknown = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    if let Some(key) = unknown {
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if trimmed
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+            {
+                return line_of(offset);
+            }
+            offset += line.len();
+        }
+    }
+    e.span().map_or(0, |s| line_of(s.start))
 }
 
 #[cfg(test)]

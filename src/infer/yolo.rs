@@ -77,7 +77,8 @@ pub struct YoloDetector {
 
 /// Checks a network input size: non-zero multiples of the model's stride.
 pub fn check_input_size(width: u32, height: u32, stride: u32) -> Result<(), String> {
-    if width == 0 || height == 0 || width % stride != 0 || height % stride != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(stride) || !height.is_multiple_of(stride)
+    {
         return Err(format!(
             "input size {width}x{height} must be non-zero multiples of {stride} (e.g. 640x640, 640x384)"
         ));
