@@ -61,7 +61,14 @@ pub fn draw_detections(img: &mut RgbImage, detections: &[Detection], class_names
         let ly = if y1 >= 12 { y1 - 12 } else { y1 };
         let lx = x1.min(img.width() as i64 - label_w).max(0);
         fill_rect(img, lx, ly, lx + label_w, ly + 12, colour);
-        draw_text(img, lx + 2, ly + 2, &label, Rgb([255, 255, 255]));
+        // Dark text on light label colours, white on dark ones, so every label stays legible.
+        let [r, g, b] = colour.0.map(u32::from);
+        let text = if 299 * r + 587 * g + 114 * b > 150_000 {
+            [0, 0, 0]
+        } else {
+            [255, 255, 255]
+        };
+        draw_text(img, lx + 2, ly + 2, &label, Rgb(text));
     }
 }
 

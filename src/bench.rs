@@ -22,6 +22,8 @@ pub struct BenchSpec {
     pub iters: usize,
     pub warmup: usize,
     pub params: DecodeParams,
+    /// Extra inferences timed node by node for the per-operator profile (0: none).
+    pub profile_runs: usize,
 }
 
 /// Latency distribution of one stage, in milliseconds.
@@ -75,6 +77,17 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
     pub isa: String,
     pub matmul_kernels: BTreeMap<String, usize>,
+    /// Mean time per operator kind over `profile_runs` profiled inferences (empty if none).
+    pub profile: Vec<OpShare>,
+}
+
+/// One operator kind's share of inference time.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpShare {
+    pub op: String,
+    pub nodes: usize,
+    pub ms: f64,
+    pub percent: f64,
 }
 
 /// Peak resident set size of this process so far, in MiB (Linux `VmHWM`).
@@ -120,6 +133,14 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         times.push(detector.detect(frame(i), &spec.params)?.1);
     }
     let wall = started.elapsed();
+    let mut profile: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+    for i in 0..spec.profile_runs {
+        for op in detector.profile(frame(i))? {
+            let entry = profile.entry(op.op).or_default();
+            entry.0 = op.nodes;
+            entry.1 += op.total;
+        }
+    }
     let stage = |f: fn(&StageTimes) -> Duration| -> Vec<Duration> { times.iter().map(f).collect() };
     let (isa, _) = crate::infer::detected_isa();
     Ok(BenchReport {
@@ -141,7 +162,28 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         peak_rss_mib: peak_rss_mib(),
         isa,
         matmul_kernels: detector.engine().matmul_kernels(),
+        profile: shares(profile, spec.profile_runs),
     })
+}
+
+/// Mean time per operator kind, most expensive first, with its share of the total.
+fn shares(profile: BTreeMap<String, (usize, Duration)>, runs: usize) -> Vec<OpShare> {
+    let total: Duration = profile.values().map(|(_, d)| *d).sum();
+    let mut ops: Vec<OpShare> = profile
+        .into_iter()
+        .map(|(op, (nodes, d))| OpShare {
+            op,
+            nodes,
+            ms: d.as_secs_f64() * 1e3 / runs.max(1) as f64,
+            percent: if total.is_zero() {
+                0.0
+            } else {
+                100.0 * d.as_secs_f64() / total.as_secs_f64()
+            },
+        })
+        .collect();
+    ops.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    ops
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Frames to replay: image files or directories (default: the bundled sample photos).
     #[arg(long)]
     pub frames: Vec<PathBuf>,
+    /// Also time each operator kind over this many extra inferences and print the breakdown.
+    #[arg(long, default_value_t = 0)]
+    pub profile: usize,
     /// Print one JSON object per configuration instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +72,22 @@ fn print_row(r: &BenchReport) {
         r.fps,
         r.peak_rss_mib.unwrap_or(f64::NAN),
     );
+}
+
+fn print_profile(r: &BenchReport) {
+    if r.profile.is_empty() {
+        return;
+    }
+    println!(
+        "  inference time by operator ({} {} thr):",
+        r.input, r.threads
+    );
+    for op in &r.profile {
+        println!(
+            "    {:<28} {:>4} nodes {:>8.1} ms {:>5.1}%",
+            op.op, op.nodes, op.ms, op.percent
+        );
+    }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -120,12 +139,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 iters: args.iters,
                 warmup: args.warmup,
                 params: DecodeParams::default(),
+                profile_runs: args.profile,
             };
             let report = bench_one(&spec, &frames)?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print_row(&report);
+                print_profile(&report);
             }
         }
     }

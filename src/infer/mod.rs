@@ -68,11 +68,14 @@ pub struct Engine {
 
 impl Engine {
     /// Loads `bytes` (the content of `path`), fixes input 0 to `input_shape` (f32) and optimises.
+    /// `select_outputs` may pick other outlets of the typed graph as the outputs (a model
+    /// adapter cutting off a tail it computes better itself); `None` keeps the model's own.
     pub fn load(
         path: &Path,
         bytes: &[u8],
         input_shape: &[usize],
         options: &EngineOptions,
+        select_outputs: &dyn Fn(&TypedModel) -> Option<Vec<OutletId>>,
     ) -> Result<Engine, ModelError> {
         let invalid = |e: TractError| ModelError::Invalid {
             path: path.to_path_buf(),
@@ -97,10 +100,15 @@ impl Engine {
             shape: input_shape.to_vec(),
             reason: first_line(&e),
         };
-        let typed = model
+        let mut typed = model
             .with_input_fact(0, f32::fact(input_shape).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
             .map_err(shape_err)?;
+        if let Some(outlets) = select_outputs(&typed) {
+            // Nodes that only fed the old outputs are pruned by the optimiser.
+            typed = typed.with_output_outlets(&outlets).map_err(shape_err)?;
+        }
+        let typed = typed.into_optimized().map_err(shape_err)?;
         let run_options = RunOptions {
             executor: (options.threads > 1)
                 .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
@@ -125,6 +133,15 @@ impl Engine {
     /// Runs the model on one f32 input whose shape must be [`Engine::input_shape`]; returns
     /// output 0.
     pub fn run(&mut self, input: Tensor) -> Result<Tensor, ModelError> {
+        let outputs = self.run_all(input)?;
+        outputs.into_iter().next().ok_or_else(|| ModelError::Run {
+            path: self.path.clone(),
+            reason: "the model produced no output".into(),
+        })
+    }
+
+    /// Runs the model on one f32 input; returns every output.
+    pub fn run_all(&mut self, input: Tensor) -> Result<Vec<Tensor>, ModelError> {
         if input.shape() != self.input_shape.as_slice() {
             return Err(ModelError::Run {
                 path: self.path.clone(),
@@ -142,11 +159,39 @@ impl Engine {
                 path: self.path.clone(),
                 reason: first_line(&e),
             })?;
-        let first = outputs.into_iter().next().ok_or_else(|| ModelError::Run {
-            path: self.path.clone(),
-            reason: "the model produced no output".into(),
-        })?;
-        Ok(first.into_tensor())
+        Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
+    }
+
+    /// Runs the model once, timing every node, and returns the time per operator kind, most
+    /// expensive first. Costs a little over a plain run (one clock read per node).
+    pub fn profile(&mut self, input: Tensor) -> Result<Vec<OpTime>, ModelError> {
+        use std::time::Instant;
+        use tract_onnx::tract_core::internal::{EvalContext, OpState};
+        let mut per_op: BTreeMap<String, OpTime> = BTreeMap::new();
+        let eval = |ctx: &EvalContext,
+                    state: Option<&mut (dyn OpState + 'static)>,
+                    node: &TypedNode,
+                    inputs: TVec<TValue>| {
+            let started = Instant::now();
+            let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+            let name = node.op().name().to_string();
+            let entry = per_op.entry(name.clone()).or_insert_with(|| OpTime {
+                op: name,
+                ..OpTime::default()
+            });
+            entry.total += started.elapsed();
+            entry.nodes += 1;
+            out
+        };
+        self.state
+            .run_plan_with_eval(tvec!(input.into()), eval)
+            .map_err(|e| ModelError::Run {
+                path: self.path.clone(),
+                reason: first_line(&e),
+            })?;
+        let mut ops: Vec<OpTime> = per_op.into_values().collect();
+        ops.sort_by(|a, b| b.total.cmp(&a.total));
+        Ok(ops)
     }
 
     /// Matrix-multiply kernels tract selected for this model, with how many nodes use each.
@@ -171,6 +216,15 @@ impl Engine {
         }
         ops
     }
+}
+
+/// Time one operator kind took in a profiled run.
+#[derive(Debug, Clone, Default)]
+pub struct OpTime {
+    pub op: String,
+    /// Nodes of this kind evaluated.
+    pub nodes: usize,
+    pub total: std::time::Duration,
 }
 
 /// The instruction-set features tract detected on this CPU (after `TRACT_CPU_ISA` edits), and

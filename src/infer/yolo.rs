@@ -1,8 +1,8 @@
 //! YOLO11 detector adapter: letterbox a frame, run the network, decode the head and map boxes
 //! back onto the frame. Holds its buffers so steady-state frames allocate little.
 
-use super::{read_model_file, Engine, EngineOptions, ModelError};
-use crate::decode::yolo::{decode_head, DecodeParams};
+use super::{read_model_file, Engine, EngineOptions, ModelError, OpTime};
+use crate::decode::yolo::{anchor_count, decode_head, head_from_dfl, DecodeParams};
 use crate::decode::Detection;
 use crate::manifest::{locate, Manifest, ModelEntry};
 use crate::preprocess::{letterbox_nchw, Letterbox, Normalisation};
@@ -10,6 +10,7 @@ use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::nn::Softmax;
 
 /// Which model file to load and how it was named.
 #[derive(Debug, Clone)]
@@ -65,9 +66,58 @@ pub struct StageTimes {
     pub decode: Duration,
 }
 
+/// What the engine's outputs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// The model's own output: the finished `[1, 4 + C, N]` head.
+    Full,
+    /// The graph is cut before the DFL: outputs are the box-distribution logits
+    /// `[1, bins, 4, N]` and the class scores `[1, C, N]`; the head is finished in Rust.
+    Dfl { bins: usize },
+}
+
+/// Finds the YOLOv8/11 detect head's DFL softmax and class sigmoid by shape (not by name, so
+/// any export of the same architecture qualifies): a softmax over axis 1 of `[1, bins, 4, N]`
+/// and a sigmoid giving `[1, C, N]`, with the model's output `[1, 4 + C, N]`.
+fn dfl_cut(model: &TypedModel) -> Option<Vec<OutletId>> {
+    let output = model.output_outlets().ok()?.first().copied()?;
+    let out_shape = model
+        .outlet_fact(output)
+        .ok()?
+        .shape
+        .as_concrete()?
+        .to_vec();
+    let [1, rows, n] = out_shape[..] else {
+        return None;
+    };
+    let mut softmaxes = model.nodes().iter().filter(|node| {
+        node.op_as::<Softmax>()
+            .is_some_and(|op| op.axes.as_slice() == [1])
+            && model
+                .outlet_fact(node.inputs[0])
+                .ok()
+                .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+                .is_some_and(|s| matches!(s[..], [1, _, 4, m] if m == n))
+    });
+    let softmax = softmaxes.next()?;
+    if softmaxes.next().is_some() {
+        return None;
+    }
+    let sigmoid = model.nodes().iter().find(|node| {
+        node.op().name() == "Sigmoid"
+            && node.outputs[0]
+                .fact
+                .shape
+                .as_concrete()
+                .is_some_and(|s| s == [1, rows - 4, n])
+    })?;
+    Some(vec![softmax.inputs[0], OutletId::new(sigmoid.id, 0)])
+}
+
 /// A loaded YOLO detector for one input size.
 pub struct YoloDetector {
     engine: Engine,
+    layout: HeadLayout,
     choice: ModelChoice,
     input_w: u32,
     input_h: u32,
@@ -114,7 +164,7 @@ impl YoloDetector {
         };
         let bytes = read_model_file(&choice.path, expected, &choice.fix_if_missing())?;
         let shape = [1, 3, input_h as usize, input_w as usize];
-        let engine = Engine::load(&choice.path, &bytes, &shape, options)?;
+        let engine = Engine::load(&choice.path, &bytes, &shape, options, &dfl_cut)?;
         let normalisation = entry.map_or_else(Normalisation::default, |e| Normalisation {
             scale: e.input.scale,
             mean: e.input.mean,
@@ -124,6 +174,7 @@ impl YoloDetector {
         let class_names = entry.map(|e| e.classes.names.clone()).unwrap_or_default();
         let mut detector = YoloDetector {
             engine,
+            layout: HeadLayout::Full,
             choice,
             input_w,
             input_h,
@@ -134,25 +185,37 @@ impl YoloDetector {
         Ok(detector)
     }
 
-    /// Runs one blank frame to learn the head's shape, so a model that is not a YOLO detector
+    /// Runs one blank frame to learn the outputs' shapes, so a model that is not a YOLO detector
     /// (or has a different class count than its names) is refused at load, not mid-stream.
     fn check_head(&mut self) -> Result<(), ModelError> {
         let input = Tensor::zero::<f32>(self.engine.input_shape())
             .map_err(|e| self.run_error(e.to_string()))?;
-        let out = self.engine.run(input)?;
-        let shape = out.shape().to_vec();
-        let (w, h) = (self.input_w as usize, self.input_h as usize);
-        let anchors: usize = [8, 16, 32].iter().map(|s| (w / s) * (h / s)).sum();
-        let ok = shape.len() == 3 && shape[0] == 1 && shape[1] > 4 && shape[2] == anchors;
-        if !ok {
-            return Err(ModelError::Unsupported {
-                path: self.choice.path.clone(),
-                reason: format!(
-                    "output shape {shape:?} is not a YOLO detection head [1, 4+classes, {anchors}]"
-                ),
-            });
-        }
-        let classes = shape[1] - 4;
+        let outputs = self.engine.run_all(input)?;
+        let shapes: Vec<Vec<usize>> = outputs.iter().map(|o| o.shape().to_vec()).collect();
+        let n = anchor_count(self.input_w, self.input_h);
+        let classes = match &shapes[..] {
+            [head] if head.len() == 3 && head[0] == 1 && head[1] > 4 && head[2] == n => head[1] - 4,
+            [dfl, scores]
+                if matches!(dfl[..], [1, bins, 4, m] if m == n && bins > 1)
+                    && matches!(scores[..], [1, c, m] if m == n && c > 0) =>
+            {
+                self.layout = HeadLayout::Dfl { bins: dfl[1] };
+                scores[1]
+            }
+            _ => {
+                return Err(ModelError::Unsupported {
+                    path: self.choice.path.clone(),
+                    reason: format!(
+                        "outputs {shapes:?} are not a YOLO detection head [1, 4+classes, {n}]"
+                    ),
+                })
+            }
+        };
+        log::info!(
+            "{}: head layout {:?}",
+            self.choice.path.display(),
+            self.layout
+        );
         if self.class_names.is_empty() {
             self.class_names = (0..classes).map(|c| format!("class{c}")).collect();
         } else if self.class_names.len() != classes {
@@ -165,6 +228,39 @@ impl YoloDetector {
             });
         }
         Ok(())
+    }
+
+    /// How the head is computed (the cut before the DFL, or the model's own output).
+    pub fn head_layout(&self) -> HeadLayout {
+        self.layout
+    }
+
+    /// The `[4 + C, N]` head (row-major, boxes in input pixels) for a prepared input tensor.
+    pub fn head(&mut self, input: Tensor) -> Result<Vec<f32>, ModelError> {
+        let outputs = self.engine.run_all(input)?;
+        let slice = |t: &Tensor| -> Result<Vec<f32>, ModelError> {
+            let view = t
+                .try_as_plain_ram()
+                .map_err(|e| self.run_error(e.to_string()))?;
+            let data = view
+                .as_slice::<f32>()
+                .map_err(|e| self.run_error(e.to_string()))?;
+            Ok(data.to_vec())
+        };
+        match (self.layout, &outputs[..]) {
+            (HeadLayout::Full, [head]) => slice(head),
+            (HeadLayout::Dfl { bins }, [dfl, scores]) => {
+                let (dfl, scores) = (slice(dfl)?, slice(scores)?);
+                Ok(head_from_dfl(
+                    &dfl,
+                    bins,
+                    &scores,
+                    self.input_w,
+                    self.input_h,
+                ))
+            }
+            _ => Err(self.run_error(format!("unexpected {} outputs", outputs.len()))),
+        }
     }
 
     fn run_error(&self, reason: String) -> ModelError {
@@ -190,18 +286,8 @@ impl YoloDetector {
         &self.engine
     }
 
-    /// The raw head `[1, 4+C, anchors]` for a prepared input tensor (parity checks).
-    pub fn run_raw(&mut self, input: Tensor) -> Result<Tensor, ModelError> {
-        self.engine.run(input)
-    }
-
-    /// Detects objects in `image`; boxes are in `image` pixels.
-    pub fn detect(
-        &mut self,
-        image: &RgbImage,
-        params: &DecodeParams,
-    ) -> Result<(Vec<Detection>, StageTimes), ModelError> {
-        let t0 = Instant::now();
+    /// Letterboxes `image` into a network input tensor.
+    fn prepare(&self, image: &RgbImage) -> Result<(Tensor, Letterbox), ModelError> {
         let lb = Letterbox::new(image.width(), image.height(), self.input_w, self.input_h);
         // A fresh buffer per frame: tract takes ownership of its input, and filling the whole
         // buffer costs more than allocating it.
@@ -211,17 +297,28 @@ impl YoloDetector {
         let input = tract_ndarray::ArrayD::from_shape_vec(shape, buffer)
             .map_err(|e| self.run_error(e.to_string()))?
             .into_tensor();
+        Ok((input, lb))
+    }
+
+    /// Time per operator kind for one inference on `image`.
+    pub fn profile(&mut self, image: &RgbImage) -> Result<Vec<OpTime>, ModelError> {
+        let (input, _) = self.prepare(image)?;
+        self.engine.profile(input)
+    }
+
+    /// Detects objects in `image`; boxes are in `image` pixels.
+    pub fn detect(
+        &mut self,
+        image: &RgbImage,
+        params: &DecodeParams,
+    ) -> Result<(Vec<Detection>, StageTimes), ModelError> {
+        let t0 = Instant::now();
+        let (input, lb) = self.prepare(image)?;
         let t1 = Instant::now();
-        let output = self.engine.run(input)?;
+        let head = self.head(input)?;
         let t2 = Instant::now();
-        let view = output
-            .try_as_plain_ram()
-            .map_err(|e| self.run_error(e.to_string()))?;
-        let head = view
-            .as_slice::<f32>()
-            .map_err(|e| self.run_error(e.to_string()))?;
-        let anchors = output.shape()[2];
-        let mut detections = decode_head(head, anchors, params);
+        let anchors = anchor_count(self.input_w, self.input_h);
+        let mut detections = decode_head(&head, anchors, params);
         for d in &mut detections {
             d.bbox = lb.to_source(&d.bbox);
         }
