@@ -190,7 +190,7 @@ impl Engine {
                 reason: first_line(&e),
             })?;
         let mut ops: Vec<OpTime> = per_op.into_values().collect();
-        ops.sort_by(|a, b| b.total.cmp(&a.total));
+        ops.sort_by_key(|op| std::cmp::Reverse(op.total));
         Ok(ops)
     }
 
