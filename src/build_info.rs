@@ -2,9 +2,11 @@
 
 /// Cargo features compiled into this build.
 pub fn features() -> Vec<&'static str> {
-    // No optional features exist yet; hardware features (v4l, serial, mqtt, rpi) are listed
-    // here as they are added so `lookout info` shows what a binary can do.
-    Vec::new()
+    let mut features = Vec::new();
+    if cfg!(feature = "serial") {
+        features.push("serial");
+    }
+    features
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,4 +13,5 @@ pub mod decode;
 pub mod infer;
 pub mod manifest;
 pub mod preprocess;
+pub mod sink;
 pub mod source;

@@ -8,6 +8,7 @@ use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
+use lookout::sink::{class_table_bodies, detections_body, MessageBuilder, Publisher};
 use lookout::source::replay::{expand_inputs, load_frame};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -48,6 +49,36 @@ pub struct DetectArgs {
     /// Write each image with its detections drawn into this directory.
     #[arg(long)]
     pub annotate: Option<PathBuf>,
+    /// Also publish detections as lookout-wire frames on this serial device.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// Device id carried in every published message.
+    #[arg(long, default_value_t = 0)]
+    pub device_id: u16,
+}
+
+#[cfg_attr(feature = "serial", allow(dead_code))]
+pub const NO_SERIAL: &str = "this lookout was built without serial support: rebuild with `cargo build --release --features serial` (or `--features pi`)";
+
+/// Opens the serial publisher when `--serial` was given.
+fn open_publisher(args: &DetectArgs) -> anyhow::Result<Option<Box<dyn Publisher>>> {
+    let Some(path) = &args.serial else {
+        return Ok(None);
+    };
+    #[cfg(feature = "serial")]
+    {
+        use lookout::sink::serial::{SerialConfig, SerialPublisher};
+        let publisher = SerialPublisher::open(SerialConfig::new(path, args.baud))?;
+        Ok(Some(Box::new(publisher)))
+    }
+    #[cfg(not(feature = "serial"))]
+    {
+        let _ = path;
+        bail!("{NO_SERIAL}")
+    }
 }
 
 #[derive(Serialize)]
@@ -173,6 +204,14 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         agnostic: args.agnostic || cfg.agnostic.unwrap_or(false),
         classes: resolve_classes(&classes, detector.class_names())?,
     };
+    let mut publisher = open_publisher(&args)?;
+    let mut builder = MessageBuilder::new(args.device_id);
+    if let Some(p) = publisher.as_mut() {
+        // Readers learn class names first.
+        for body in class_table_bodies(model, detector.class_names()) {
+            p.publish(&builder.message(0, 0, body))?;
+        }
+    }
     if let Some(dir) = &args.annotate {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --annotate directory {}", dir.display()))?;
@@ -213,6 +252,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             },
         };
         println!("{}", serde_json::to_string(&record)?);
+        if let Some(p) = publisher.as_mut() {
+            let body = detections_body(record.width, record.height, &detections);
+            p.publish(&builder.message(frame.timestamp_us, frame.frame_id as u32, body))?;
+        }
         if let Some(dir) = &args.annotate {
             let mut image = frame.image;
             draw_detections(&mut image, &detections, names);
@@ -222,6 +265,26 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                 eprintln!("error: cannot write annotated image {}: {e}", out.display());
                 failures += 1;
             }
+        }
+    }
+    if let Some(p) = publisher.as_mut() {
+        // Give the line time to carry what is queued: frames / (baud / 10 bits) plus slack.
+        let queued = p.stats().queued as f64;
+        let seconds = 2.0 + queued * lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64;
+        let drained = p.flush(std::time::Duration::from_secs_f64(seconds.min(60.0)));
+        let s = p.stats();
+        log::info!(
+            "serial: {} sent, {} dropped, {} still queued",
+            s.sent,
+            s.dropped,
+            s.queued
+        );
+        if !drained {
+            eprintln!(
+                "error: serial line did not take {} queued messages (is anything reading?)",
+                s.queued
+            );
+            failures += 1;
         }
     }
     if failures > 0 {

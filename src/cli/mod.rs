@@ -5,6 +5,7 @@
 mod bench;
 mod detect;
 mod info;
+mod listen;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Measure load time, per-stage latency, throughput and memory for model configurations.
     Bench(bench::BenchArgs),
+    /// Print the messages a lookout publishes on a serial line, as JSON lines.
+    Listen(listen::ListenArgs),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Detect(args) => detect::run(args),
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),
+        Command::Listen(args) => listen::run(args).map(|()| true),
     }
 }
 

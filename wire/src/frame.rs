@@ -69,7 +69,10 @@ impl core::fmt::Display for FrameError {
             FrameError::Cobs => f.write_str("invalid COBS encoding"),
             FrameError::TooShort => f.write_str("frame too short"),
             FrameError::Crc => f.write_str("CRC mismatch"),
-            FrameError::Version(v) => write!(f, "protocol version {v}, this reader speaks {PROTOCOL_VERSION}"),
+            FrameError::Version(v) => write!(
+                f,
+                "protocol version {v}, this reader speaks {PROTOCOL_VERSION}"
+            ),
             FrameError::Unknown => f.write_str("unknown message kind"),
         }
     }
@@ -89,7 +92,11 @@ pub struct FrameDecoder<const N: usize> {
 
 impl<const N: usize> Default for FrameDecoder<N> {
     fn default() -> Self {
-        FrameDecoder { buf: [0; N], len: 0, overflowed: false }
+        FrameDecoder {
+            buf: [0; N],
+            len: 0,
+            overflowed: false,
+        }
     }
 }
 

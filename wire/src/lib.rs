@@ -13,4 +13,6 @@ mod frame;
 mod message;
 
 pub use frame::{encode_frame, EncodeError, FrameDecoder, FrameError, CRC, MAX_FRAME_LEN};
+/// The bounded collections the message types are built from.
+pub use heapless;
 pub use message::*;

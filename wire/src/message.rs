@@ -103,6 +103,9 @@ pub struct Tracks {
 }
 
 /// A binary mask, compactly.
+// Variants differ in size, and boxing (clippy's advice) needs an allocator this crate must
+// not require: a message is built once per frame, so the unused bytes cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MaskShape {
     /// COCO-style uncompressed RLE over the mask's box, column-major: alternating runs of 0s
@@ -175,6 +178,7 @@ pub struct ClassTable {
 }
 
 /// The payload; the variant index is the message kind on the wire.
+#[allow(clippy::large_enum_variant)] // no allocator to box with; see MaskShape
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     Detections(Detections),

@@ -21,14 +21,23 @@ fn detections(n: usize) -> Message {
         let d = Detection {
             class_id: (i % 80) as u16,
             score: Score::from_f32(0.5 + i as f32 / 40.0),
-            bbox: PixelBox { x1: 100 + 10 * i as u16, y1: 200, x2: 420 + i as u16, y2: 470 },
+            bbox: PixelBox {
+                x1: 100 + 10 * i as u16,
+                y1: 200,
+                x2: 420 + i as u16,
+                y2: 470,
+            },
             track_id: (i % 2 == 0).then_some(1000 + i as u32),
         };
         dets.push(d).unwrap();
     }
     Message {
         header: header(1),
-        body: Body::Detections(Detections { width: 1280, height: 720, detections: dets }),
+        body: Body::Detections(Detections {
+            width: 1280,
+            height: 720,
+            detections: dets,
+        }),
     }
 }
 
@@ -61,18 +70,38 @@ fn golden_bytes_of_a_two_detection_frame() {
     assert_eq!(
         hex(payload),
         concat!(
-            "01", "07", "01", "c0c480c1c1c48203", "2a", // header: version, device 7, seq 1, µs, frame 42
-            "00",                                          // body variant 0: Detections
-            "800a", "d005", "02",                          // width 1280, height 720, 2 detections
-            "00", "808002", "64", "c801", "a403", "d603",  // class 0, score 32768, box 100,200,420,470
-            "01", "e807",                                  // Some(track 1000)
-            "01", "e68c02", "6e", "c801", "a503", "d603",  // class 1, score 34406, box 110,200,421,470
-            "00",                                          // no track
+            "01",
+            "07",
+            "01",
+            "c0c480c1c1c48203",
+            "2a", // header: version, device 7, seq 1, µs, frame 42
+            "00", // body variant 0: Detections
+            "800a",
+            "d005",
+            "02", // width 1280, height 720, 2 detections
+            "00",
+            "808002",
+            "64",
+            "c801",
+            "a403",
+            "d603", // class 0, score 32768, box 100,200,420,470
+            "01",
+            "e807", // Some(track 1000)
+            "01",
+            "e68c02",
+            "6e",
+            "c801",
+            "a503",
+            "d603", // class 1, score 34406, box 110,200,421,470
+            "00",   // no track
         )
     );
     let framed = frame(&message);
     assert_eq!(*framed.last().unwrap(), 0, "frames end with the delimiter");
-    assert!(!framed[..framed.len() - 1].contains(&0), "COBS leaves no zero inside a frame");
+    assert!(
+        !framed[..framed.len() - 1].contains(&0),
+        "COBS leaves no zero inside a frame"
+    );
     let crc = CRC.checksum(payload).to_le_bytes();
     assert_eq!(hex(&crc), "8e226bae");
 }
@@ -82,18 +111,26 @@ fn ten_detection_frame_fits_its_budget() {
     // Budget: 168 bytes for 10 detections (measured: 161), so 115200 baud (11520 bytes/s with
     // 8N1) carries 68 frames/s and 921600 baud 548: far above any camera rate lookout runs at.
     let framed = frame(&detections(10));
-    assert!(framed.len() <= 168, "10-detection frame is {} bytes", framed.len());
+    assert!(
+        framed.len() <= 168,
+        "10-detection frame is {} bytes",
+        framed.len()
+    );
     eprintln!("10-detection frame: {} bytes", framed.len());
 }
 
 #[test]
 fn every_body_kind_round_trips() {
     let mut names = Vec::new();
-    names.push(heapless::String::try_from("person").unwrap()).unwrap();
+    names
+        .push(heapless::String::try_from("person").unwrap())
+        .unwrap();
     let mut runs = Vec::new();
     runs.extend_from_slice(&[0, 5, 3, 12]).unwrap();
     let mut points = Vec::new();
-    points.extend_from_slice(&[[1, 2], [30, 2], [30, -4]]).unwrap();
+    points
+        .extend_from_slice(&[[1, 2], [30, 2], [30, -4]])
+        .unwrap();
     let mut objects = Vec::new();
     objects
         .push(LidarObject {
@@ -112,7 +149,12 @@ fn every_body_kind_round_trips() {
             event: TrackEventKind::Lost,
             class_id: 2,
             score: Score(30000),
-            bbox: PixelBox { x1: 1, y1: 2, x2: 3, y2: 4 },
+            bbox: PixelBox {
+                x1: 1,
+                y1: 2,
+                x2: 3,
+                y2: 4,
+            },
             velocity_px_s: [-12, 40],
         })
         .unwrap();
@@ -123,14 +165,28 @@ fn every_body_kind_round_trips() {
             object_id: 4,
             class_id: 15,
             score: Score(50000),
-            bbox: PixelBox { x1: 10, y1: 10, x2: 14, y2: 15 },
-            shape: MaskShape::Rle { width: 4, height: 5, runs },
+            bbox: PixelBox {
+                x1: 10,
+                y1: 10,
+                x2: 14,
+                y2: 15,
+            },
+            shape: MaskShape::Rle {
+                width: 4,
+                height: 5,
+                runs,
+            },
         }),
         Body::Mask(InstanceMask {
             object_id: 5,
             class_id: 15,
             score: Score(50000),
-            bbox: PixelBox { x1: 1, y1: 2, x2: 30, y2: 4 },
+            bbox: PixelBox {
+                x1: 1,
+                y1: 2,
+                x2: 30,
+                y2: 4,
+            },
             shape: MaskShape::Polygon { points },
         }),
         Body::LidarObjects(LidarObjects { objects }),
@@ -152,7 +208,10 @@ fn every_body_kind_round_trips() {
     ];
     let mut stream = vec![];
     for (i, body) in bodies.iter().enumerate() {
-        stream.extend(frame(&Message { header: header(i as u32), body: body.clone() }));
+        stream.extend(frame(&Message {
+            header: header(i as u32),
+            body: body.clone(),
+        }));
     }
     let (ok, errors) = decode_all(&stream);
     assert!(errors.is_empty(), "{errors:?}");
@@ -183,7 +242,10 @@ fn corrupted_frame_is_rejected_and_the_next_one_recovered() {
     let (ok, errors) = decode_all(&[first, second.clone()].concat());
     assert_eq!(ok, vec![detections(1)]);
     assert_eq!(errors.len(), 1);
-    assert!(matches!(errors[0], FrameError::Crc | FrameError::Cobs), "{errors:?}");
+    assert!(
+        matches!(errors[0], FrameError::Crc | FrameError::Cobs),
+        "{errors:?}"
+    );
 }
 
 #[test]
