@@ -270,3 +270,214 @@ fn missing_serial_device_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/dev/ttyNOPE9 cannot be opened"));
 }
+
+/// Runs `lookout detect --serial` on the sample photos; returns every byte it sent on the line
+/// and its JSON lines.
+fn detect_over_serial() -> (Vec<u8>, Vec<serde_json::Value>) {
+    let (mut master, slave) = TTYPort::pair().expect("pty pair");
+    let path = slave.name().unwrap();
+    master.set_timeout(Duration::from_millis(100)).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut bytes, mut buf) = (Vec::new(), [0u8; 4096]);
+            loop {
+                match master.read(&mut buf) {
+                    Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    Err(_) if done.load(std::sync::atomic::Ordering::Acquire) => return bytes,
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "detect",
+            common::sample_images().to_str().unwrap(),
+            "--threads",
+            "2",
+        ])
+        .args([
+            "--model",
+            common::yolo11n().to_str().unwrap(),
+            "--serial",
+            &path,
+            "--baud",
+            "921600",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let bytes = reader.join().unwrap();
+    drop(slave);
+    let lines = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (bytes, lines)
+}
+
+/// Feeds `stream` to `lookout listen` through a pty; returns its JSON lines and stderr.
+fn listen_to(stream: &[u8], count: usize) -> (Vec<serde_json::Value>, String) {
+    let (mut master, slave) = TTYPort::pair().expect("pty pair");
+    let path = slave.name().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "listen",
+            "--serial",
+            &path,
+            "--count",
+            &count.to_string(),
+            "--idle-timeout",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Write only once listen has put the line in raw mode: in the default (canonical) mode the
+    // line discipline would edit binary bytes (0x7f erases, 0x15 kills the line).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stty = Command::new("stty")
+            .args(["-F", &path, "-a"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&stty.stdout).contains("-icanon") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listen never configured {path}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    master.write_all(stream).unwrap();
+    let o = child.wait_with_output().unwrap();
+    drop(slave);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The listener's detection messages carry what detect printed: same classes, scores to the
+/// wire's resolution, boxes to the pixel.
+fn assert_same_content(heard: &serde_json::Value, printed: &serde_json::Value) {
+    let heard_dets = heard["body"]["Detections"]["detections"]
+        .as_array()
+        .unwrap();
+    let printed_dets = printed["detections"].as_array().unwrap();
+    assert_eq!(heard_dets.len(), printed_dets.len(), "{heard} vs {printed}");
+    assert_eq!(heard["body"]["Detections"]["width"], printed["width"]);
+    for (h, p) in heard_dets.iter().zip(printed_dets) {
+        assert_eq!(h["class"], p["class"]);
+        let score = h["score"].as_f64().unwrap() / 65535.0;
+        assert!(
+            (score - p["score"].as_f64().unwrap()).abs() < 1e-4,
+            "{h} vs {p}"
+        );
+        let corners = ["x1", "y1", "x2", "y2"].map(|k| h["bbox"][k].as_f64().unwrap());
+        for (wire, json) in corners.iter().zip(p["box"].as_array().unwrap()) {
+            assert!((wire - json.as_f64().unwrap()).abs() <= 0.51, "{h} vs {p}");
+        }
+    }
+}
+
+#[test]
+fn detections_from_photos_reach_listen_identical_and_in_order() {
+    let (stream, printed) = detect_over_serial();
+    let (heard, stderr) = listen_to(&stream, 10);
+    assert_eq!(heard.len(), 10, "{stderr}");
+    let kinds: Vec<&str> = heard.iter().map(|m| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, [["classes"; 5], ["detections"; 5]].concat());
+    let seq: Vec<u64> = heard
+        .iter()
+        .map(|m| m["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seq, (0..10).collect::<Vec<u64>>());
+    for (h, p) in heard[5..].iter().zip(&printed) {
+        assert_same_content(h, p);
+    }
+    assert!(
+        stderr.contains("listen: 10 messages, 0 frames rejected"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn corrupted_frames_are_rejected_and_every_intact_one_delivered() {
+    let (stream, printed) = detect_over_serial();
+    // Split into frames at the delimiters, keeping them; drop the sender's leading flush byte.
+    let mut frames: Vec<Vec<u8>> = stream
+        .split_inclusive(|&b| b == 0)
+        .map(<[u8]>::to_vec)
+        .collect();
+    frames.retain(|f| f.len() > 1);
+    assert_eq!(frames.len(), 10);
+    let mut rng = 0x2545_f491_4f6c_dd1du64; // xorshift: reproducible noise
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect()
+    };
+    let mut corrupted = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        match i {
+            7 => {
+                // coffee: one bit flipped in transit
+                let mut f = frame.clone();
+                let mid = f.len() / 2;
+                f[mid] ^= 0x04;
+                if f[mid] == 0 {
+                    f[mid] = 0x04;
+                }
+                corrupted.extend(f);
+            }
+            8 => {
+                // grace_hopper: the line dropped the second half of the frame
+                corrupted.extend(&frame[..frame.len() / 2]);
+                corrupted.push(0);
+            }
+            _ => corrupted.extend(frame),
+        }
+        if i == 5 {
+            corrupted.extend(noise(57)); // random bytes, terminated
+            corrupted.push(0);
+        }
+        if i == 6 {
+            corrupted.extend([0u8; 40]); // a burst of zeros
+        }
+    }
+    let (heard, stderr) = listen_to(&corrupted, 8);
+    assert_eq!(heard.len(), 8, "{stderr}");
+    let seq: Vec<u64> = heard
+        .iter()
+        .map(|m| m["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seq, [0, 1, 2, 3, 4, 5, 6, 9], "intact frames, in order");
+    // astronaut, chelsea and rocket got through untouched.
+    for (h, p) in heard[5..]
+        .iter()
+        .zip([&printed[0], &printed[1], &printed[4]])
+    {
+        assert_same_content(h, p);
+    }
+    let rejected: u64 = stderr
+        .split("messages, ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(
+        rejected >= 3,
+        "bit flip, truncation and noise are each rejected: {stderr}"
+    );
+}

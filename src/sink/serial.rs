@@ -143,7 +143,12 @@ fn writer(shared: Arc<Shared>, config: SerialConfig, port: Box<dyn serialport::S
             }
             match open(&config) {
                 Ok(p) => {
-                    log::info!("serial {}: reconnected", config.path);
+                    log::warn!(
+                        "serial {}: reconnected; {} frames dropped so far, {} queued to send",
+                        config.path,
+                        shared.dropped.load(Ordering::Relaxed),
+                        shared.lock().len()
+                    );
                     shared.reconnects.fetch_add(1, Ordering::Relaxed);
                     port = Some(p);
                     backoff = Duration::from_millis(50);
