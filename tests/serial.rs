@@ -59,36 +59,10 @@ fn detection_message(builder: &mut MessageBuilder, i: u32) -> Message {
 
 #[test]
 fn detect_publishes_class_table_then_one_message_per_image() {
-    // The test keeps its own handle on the slave end: when lookout exits and closes its
-    // handle, Linux may discard what the master has not read yet if no one else holds the
-    // slave (a pty artefact: a UART driver drains on close, and lookout drains before it).
-    let (mut master, slave) = TTYPort::pair().expect("pty pair");
-    let path = slave.name().expect("slave name");
-    master.set_timeout(Duration::from_millis(100)).unwrap();
-    let reader =
-        std::thread::spawn(move || read_messages(&mut master, 10, Duration::from_secs(60)));
-    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args([
-            "detect",
-            common::sample_images().to_str().unwrap(),
-            "--threads",
-            "2",
-        ])
-        .args([
-            "--model",
-            common::yolo11n().to_str().unwrap(),
-            "--serial",
-            &path,
-            "--baud",
-            "921600",
-            "--device-id",
-            "7",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let messages = reader.join().unwrap();
-    drop(slave);
+    let (bytes, _) = detect_over_serial(7);
+    let mut decoder = FrameDecoder::<MAX_FRAME_LEN>::new();
+    let mut messages = Vec::new();
+    decoder.feed(&bytes, |r| messages.push(r.expect("valid frame")));
     let seqs: Vec<u32> = messages.iter().map(|m| m.header.sequence).collect();
     assert_eq!(
         messages.len(),
@@ -272,8 +246,10 @@ fn missing_serial_device_is_a_clear_error() {
 }
 
 /// Runs `lookout detect --serial` on the sample photos; returns every byte it sent on the line
-/// and its JSON lines.
-fn detect_over_serial() -> (Vec<u8>, Vec<serde_json::Value>) {
+/// and its JSON lines. The test keeps its own handle on the slave end: when lookout exits and
+/// closes its handle, Linux may discard what the master has not read yet if no one else holds
+/// the slave (a pty artefact: a UART driver drains on close, and lookout drains before it).
+fn detect_over_serial(device_id: u16) -> (Vec<u8>, Vec<serde_json::Value>) {
     let (mut master, slave) = TTYPort::pair().expect("pty pair");
     let path = slave.name().unwrap();
     master.set_timeout(Duration::from_millis(100)).unwrap();
@@ -305,6 +281,8 @@ fn detect_over_serial() -> (Vec<u8>, Vec<serde_json::Value>) {
             &path,
             "--baud",
             "921600",
+            "--device-id",
+            &device_id.to_string(),
         ])
         .output()
         .unwrap();
@@ -388,7 +366,7 @@ fn assert_same_content(heard: &serde_json::Value, printed: &serde_json::Value) {
 
 #[test]
 fn detections_from_photos_reach_listen_identical_and_in_order() {
-    let (stream, printed) = detect_over_serial();
+    let (stream, printed) = detect_over_serial(0);
     let (heard, stderr) = listen_to(&stream, 10);
     assert_eq!(heard.len(), 10, "{stderr}");
     let kinds: Vec<&str> = heard.iter().map(|m| m["kind"].as_str().unwrap()).collect();
@@ -409,7 +387,7 @@ fn detections_from_photos_reach_listen_identical_and_in_order() {
 
 #[test]
 fn corrupted_frames_are_rejected_and_every_intact_one_delivered() {
-    let (stream, printed) = detect_over_serial();
+    let (stream, printed) = detect_over_serial(0);
     // Split into frames at the delimiters, keeping them; drop the sender's leading flush byte.
     let mut frames: Vec<Vec<u8>> = stream
         .split_inclusive(|&b| b == 0)
