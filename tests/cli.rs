@@ -342,3 +342,82 @@ fn bench_prints_a_row_per_configuration() {
         assert!(r["fps"].as_f64().unwrap() > 0.0 && r["peak_rss_mib"].as_f64().unwrap() > 1.0);
     }
 }
+
+#[test]
+fn board_config_errors_name_the_file_line_and_key() {
+    let dir = common::scratch("config");
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[detector]\nmodel = \"yolo11n\"\ntreads = 4\n").unwrap();
+    let o = lookout(&[
+        "detect",
+        "tests/fixtures/images",
+        "--config",
+        typo.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, &["typo.toml", "line 3", "treads"]);
+
+    let classes = dir.join("classes.toml");
+    std::fs::write(
+        &classes,
+        format!(
+            "[detector]\nmodel = \"{}\"\nclasses = [\"persn\"]\n",
+            model_arg()
+        ),
+    )
+    .unwrap();
+    let o = lookout(&[
+        "detect",
+        "tests/fixtures/images",
+        "--config",
+        classes.to_str().unwrap(),
+    ]);
+    assert_clean_failure(
+        &o,
+        &[
+            "unknown class 'persn'",
+            "detector.classes of",
+            "classes.toml",
+        ],
+    );
+}
+
+#[test]
+fn board_config_supplies_defaults_and_the_command_line_wins() {
+    let dir = common::scratch("config-ok");
+    let cfg = dir.join("board.toml");
+    let text = format!(
+        "[detector]\nmodel = \"{}\"\ninput_size = [320, 320]\nthreads = 1\nclasses = [\"cat\"]\n",
+        model_arg()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = lookout(&[
+        "detect",
+        "tests/fixtures/images",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let classes: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l["detections"].as_array().unwrap())
+        .map(|d| d["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        classes,
+        ["cat"],
+        "only the config's class, from chelsea.png"
+    );
+    let o = lookout(&[
+        "detect",
+        "tests/fixtures/images/coffee.png",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--classes",
+        "cup",
+    ]);
+    assert!(stdout(&o).contains("\"cup\""), "{}", stdout(&o));
+}

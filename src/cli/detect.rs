@@ -134,8 +134,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Resolves `--classes` entries (names or ids) against the model's class names.
-pub fn resolve_classes(wanted: &[String], names: &[String]) -> anyhow::Result<Option<Vec<usize>>> {
+/// Resolves class filter entries (names or ids) against the model's class names; `origin`
+/// names where they came from (`--classes`, or the config key) for error messages.
+pub fn resolve_classes(
+    wanted: &[String],
+    names: &[String],
+    origin: &str,
+) -> anyhow::Result<Option<Vec<usize>>> {
     if wanted.is_empty() {
         return Ok(None);
     }
@@ -146,7 +151,7 @@ pub fn resolve_classes(wanted: &[String], names: &[String]) -> anyhow::Result<Op
         } else if let Ok(id) = w.parse::<usize>() {
             if id >= names.len() {
                 bail!(
-                    "class id {id} in --classes is out of range: the model has {} classes (0..{})",
+                    "class id {id} in {origin} is out of range: the model has {} classes (0..{})",
                     names.len(),
                     names.len() - 1
                 );
@@ -157,7 +162,7 @@ pub fn resolve_classes(wanted: &[String], names: &[String]) -> anyhow::Result<Op
                 .iter()
                 .min_by_key(|n| edit_distance(&w.to_lowercase(), n));
             let hint = closest.map_or(String::new(), |c| format!(" (did you mean '{c}'?)"));
-            bail!("unknown class '{w}' in --classes: not one of the model's {} class names{hint}; `lookout info --classes` lists them", names.len());
+            bail!("unknown class '{w}' in {origin}: not one of the model's {} class names{hint}; `lookout info --classes` lists them", names.len());
         }
     }
     Ok(Some(ids))
@@ -192,17 +197,19 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         input_size,
         &EngineOptions { threads },
     )?;
-    let classes = if args.classes.is_empty() {
-        cfg.classes.clone().unwrap_or_default()
-    } else {
-        args.classes.clone()
+    let (classes, classes_origin) = match (&args.classes[..], &args.config) {
+        ([], Some(path)) => (
+            cfg.classes.clone().unwrap_or_default(),
+            format!("detector.classes of {}", path.display()),
+        ),
+        _ => (args.classes.clone(), "--classes".to_string()),
     };
     let params = DecodeParams {
         conf_threshold: conf,
         iou_threshold: iou,
         max_det,
         agnostic: args.agnostic || cfg.agnostic.unwrap_or(false),
-        classes: resolve_classes(&classes, detector.class_names())?,
+        classes: resolve_classes(&classes, detector.class_names(), &classes_origin)?,
     };
     let mut publisher = open_publisher(&args)?;
     let mut builder = MessageBuilder::new(args.device_id);
@@ -303,21 +310,21 @@ mod tests {
 
     #[test]
     fn classes_resolve_by_name_or_id() {
-        let got = resolve_classes(&["Dog".into(), "1".into()], &names()).unwrap();
+        let got = resolve_classes(&["Dog".into(), "1".into()], &names(), "--classes").unwrap();
         assert_eq!(got, Some(vec![2, 1]));
-        assert_eq!(resolve_classes(&[], &names()).unwrap(), None);
+        assert_eq!(resolve_classes(&[], &names(), "--classes").unwrap(), None);
     }
 
     #[test]
     fn unknown_class_names_the_closest_one() {
-        let err = resolve_classes(&["dgo".into()], &names())
+        let err = resolve_classes(&["dgo".into()], &names(), "--classes")
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("unknown class 'dgo'") && err.contains("did you mean 'dog'"),
             "{err}"
         );
-        let err = resolve_classes(&["7".into()], &names())
+        let err = resolve_classes(&["7".into()], &names(), "x.toml")
             .unwrap_err()
             .to_string();
         assert!(err.contains("out of range"), "{err}");
