@@ -130,6 +130,26 @@ impl Engine {
         &self.input_shape
     }
 
+    /// Shapes of the outputs, known statically once the input shape is fixed (`None` for an
+    /// output whose shape depends on the data).
+    pub fn output_shapes(&self) -> Vec<Option<Vec<usize>>> {
+        let model = self.plan.model();
+        model
+            .output_outlets()
+            .map(|outlets| {
+                outlets
+                    .iter()
+                    .map(|o| {
+                        model
+                            .outlet_fact(*o)
+                            .ok()
+                            .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Runs the model on one f32 input whose shape must be [`Engine::input_shape`]; returns
     /// output 0.
     pub fn run(&mut self, input: Tensor) -> Result<Tensor, ModelError> {

@@ -185,13 +185,16 @@ impl YoloDetector {
         Ok(detector)
     }
 
-    /// Runs one blank frame to learn the outputs' shapes, so a model that is not a YOLO detector
-    /// (or has a different class count than its names) is refused at load, not mid-stream.
+    /// Checks the outputs' shapes (static once the input is fixed: no inference needed), so a
+    /// model that is not a YOLO detector (or has a different class count than its names) is
+    /// refused at load, not mid-stream.
     fn check_head(&mut self) -> Result<(), ModelError> {
-        let input = Tensor::zero::<f32>(self.engine.input_shape())
-            .map_err(|e| self.run_error(e.to_string()))?;
-        let outputs = self.engine.run_all(input)?;
-        let shapes: Vec<Vec<usize>> = outputs.iter().map(|o| o.shape().to_vec()).collect();
+        let shapes: Vec<Vec<usize>> = self
+            .engine
+            .output_shapes()
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
         let n = anchor_count(self.input_w, self.input_h);
         let classes = match &shapes[..] {
             [head] if head.len() == 3 && head[0] == 1 && head[1] > 4 && head[2] == n => head[1] - 4,
