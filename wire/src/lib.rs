@@ -11,6 +11,7 @@
 
 mod frame;
 mod message;
+pub mod samples;
 
 pub use frame::{encode_frame, EncodeError, FrameDecoder, FrameError, CRC, MAX_FRAME_LEN};
 /// The bounded collections the message types are built from.

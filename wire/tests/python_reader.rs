@@ -1,136 +1,17 @@
 //! The byte layout in README.md is enough to write a decoder: python/lookout_wire.py was
 //! written from it, and here it decodes frames of every kind that this crate encoded.
 
-use heapless::Vec;
+use lookout_wire::samples::sample_messages;
 use lookout_wire::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn header(sequence: u32) -> Header {
-    Header {
-        version: PROTOCOL_VERSION,
-        device_id: 300,
-        sequence,
-        timestamp_us: 1 << 40,
-        frame_id: 9,
-    }
-}
-
 #[test]
 fn python_reader_written_from_the_readme_decodes_every_kind() {
-    let mut dets = Vec::new();
-    dets.push(Detection {
-        class_id: 200,
-        score: Score(65535),
-        bbox: PixelBox {
-            x1: 0,
-            y1: 127,
-            x2: 128,
-            y2: 65535,
-        },
-        track_id: Some(70000),
-    })
-    .unwrap();
-    let mut events = Vec::new();
-    events
-        .push(TrackEvent {
-            track_id: 5,
-            event: TrackEventKind::End,
-            class_id: 1,
-            score: Score(1),
-            bbox: PixelBox {
-                x1: 1,
-                y1: 2,
-                x2: 3,
-                y2: 4,
-            },
-            velocity_px_s: [-300, 7],
-        })
-        .unwrap();
-    let mut runs = Vec::new();
-    runs.extend_from_slice(&[0, 300, 2]).unwrap();
-    let mut points = Vec::new();
-    points.extend_from_slice(&[[-5, 6], [7, -8]]).unwrap();
-    let mut objects = Vec::new();
-    objects
-        .push(LidarObject {
-            class_id: 2,
-            score: Score(40000),
-            center_mm: [-70000, 5, 0],
-            size_mm: [1, 2, 3],
-            yaw_mrad: -3141,
-            points: 9,
-        })
-        .unwrap();
-    let mut names = Vec::new();
-    names
-        .push(heapless::String::try_from("traffic light").unwrap())
-        .unwrap();
-    let bodies = [
-        Body::Detections(Detections {
-            width: 1920,
-            height: 1080,
-            detections: dets,
-        }),
-        Body::Tracks(Tracks { events }),
-        Body::Mask(InstanceMask {
-            object_id: 1,
-            class_id: 2,
-            score: Score(3),
-            bbox: PixelBox {
-                x1: 1,
-                y1: 1,
-                x2: 2,
-                y2: 2,
-            },
-            shape: MaskShape::Rle {
-                width: 4,
-                height: 80,
-                runs,
-            },
-        }),
-        Body::Mask(InstanceMask {
-            object_id: 1,
-            class_id: 2,
-            score: Score(3),
-            bbox: PixelBox {
-                x1: 1,
-                y1: 1,
-                x2: 2,
-                y2: 2,
-            },
-            shape: MaskShape::Polygon { points },
-        }),
-        Body::LidarObjects(LidarObjects { objects }),
-        Body::Status(Status {
-            online: false,
-            uptime_s: 1,
-            fps_centi: 2,
-            frames_dropped: 3,
-            messages_dropped: 4,
-            temperature_centi_c: Some(-2000),
-            throttled: 5,
-        }),
-        Body::ClassTable(ClassTable {
-            model: heapless::String::try_from("yolo11n").unwrap(),
-            total_classes: 80,
-            first_class_id: 9,
-            names,
-        }),
-    ];
     let mut stream = std::vec::Vec::new();
-    for (i, body) in bodies.into_iter().enumerate() {
+    for message in sample_messages() {
         let mut out = [0u8; MAX_FRAME_LEN];
-        stream.extend_from_slice(
-            encode_frame(
-                &Message {
-                    header: header(i as u32),
-                    body,
-                },
-                &mut out,
-            )
-            .unwrap(),
-        );
+        stream.extend_from_slice(encode_frame(&message, &mut out).unwrap());
     }
     stream.extend_from_slice(&[7, 7, 7, 0]); // a corrupt frame: rejected on stderr
 
