@@ -214,6 +214,21 @@ mod tests {
     }
 
     #[test]
+    fn memory_publisher_keeps_what_a_link_would_carry() {
+        let mut sink: Box<dyn Publisher> = Box::new(MemoryPublisher::default());
+        let mut b = MessageBuilder::new(1);
+        let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+        for body in class_table_bodies("m", &names) {
+            sink.publish(&b.message(0, 0, body)).unwrap();
+        }
+        sink.publish(&b.message(5, 1, detections_body(8, 8, &[])))
+            .unwrap();
+        assert!(sink.flush(Duration::ZERO));
+        let s = sink.stats();
+        assert_eq!((s.published, s.sent, s.dropped, s.queued), (3, 3, 0, 0));
+    }
+
+    #[test]
     fn sequence_numbers_count_up_per_message() {
         let mut b = MessageBuilder::new(3);
         let m0 = b.message(10, 1, detections_body(1, 1, &[]));
