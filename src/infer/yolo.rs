@@ -114,6 +114,11 @@ fn dfl_cut(model: &TypedModel) -> Option<Vec<OutletId>> {
     Some(vec![softmax.inputs[0], OutletId::new(sigmoid.id, 0)])
 }
 
+/// The f32 contents of a tensor, borrowed.
+fn f32_slice(t: &Tensor) -> TractResult<&[f32]> {
+    t.try_as_plain_ram()?.as_slice::<f32>()
+}
+
 /// A loaded YOLO detector for one input size.
 pub struct YoloDetector {
     engine: Engine,
@@ -241,26 +246,16 @@ impl YoloDetector {
     /// The `[4 + C, N]` head (row-major, boxes in input pixels) for a prepared input tensor.
     pub fn head(&mut self, input: Tensor) -> Result<Vec<f32>, ModelError> {
         let outputs = self.engine.run_all(input)?;
-        let slice = |t: &Tensor| -> Result<Vec<f32>, ModelError> {
-            let view = t
-                .try_as_plain_ram()
-                .map_err(|e| self.run_error(e.to_string()))?;
-            let data = view
-                .as_slice::<f32>()
-                .map_err(|e| self.run_error(e.to_string()))?;
-            Ok(data.to_vec())
-        };
-        match (self.layout, &outputs[..]) {
-            (HeadLayout::Full, [head]) => slice(head),
+        // Borrow tract's buffers: the head is built from them without intermediate copies.
+        let slices: Vec<&[f32]> = outputs
+            .iter()
+            .map(f32_slice)
+            .collect::<TractResult<_>>()
+            .map_err(|e| self.run_error(e.to_string()))?;
+        match (self.layout, &slices[..]) {
+            (HeadLayout::Full, [head]) => Ok(head.to_vec()),
             (HeadLayout::Dfl { bins }, [dfl, scores]) => {
-                let (dfl, scores) = (slice(dfl)?, slice(scores)?);
-                Ok(head_from_dfl(
-                    &dfl,
-                    bins,
-                    &scores,
-                    self.input_w,
-                    self.input_h,
-                ))
+                Ok(head_from_dfl(dfl, bins, scores, self.input_w, self.input_h))
             }
             _ => Err(self.run_error(format!("unexpected {} outputs", outputs.len()))),
         }
