@@ -12,6 +12,8 @@ pub struct BoardConfig {
     pub board: BoardSection,
     #[serde(default)]
     pub detector: DetectorSection,
+    /// Present when this board publishes to an MQTT broker.
+    pub mqtt: Option<MqttSection>,
 }
 
 /// What the board is, for logs and reports.
@@ -19,6 +21,8 @@ pub struct BoardConfig {
 #[serde(deny_unknown_fields)]
 pub struct BoardSection {
     pub name: Option<String>,
+    /// Carried in every message this board publishes; tells boards apart on a shared broker.
+    pub device_id: Option<u16>,
 }
 
 /// Detector settings; anything unset falls back to the command line or built-in defaults.
@@ -34,6 +38,101 @@ pub struct DetectorSection {
     pub max_det: Option<usize>,
     pub classes: Option<Vec<String>>,
     pub agnostic: Option<bool>,
+}
+
+/// How messages are encoded on MQTT.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// The wire crate's postcard bytes (`lookout_wire::encode_message`): compact, typed.
+    #[default]
+    Postcard,
+    /// One JSON object per message, for dashboards that cannot decode postcard.
+    Json,
+}
+
+/// MQTT publishing. Secrets are never written here: they come from a file or an environment
+/// variable. Relative paths are relative to the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// Broker: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS, 8883).
+    pub url: Option<String>,
+    /// Default `lookout-<device_id>`. A persistent session is keyed by it: keep it stable.
+    pub client_id: Option<String>,
+    /// Default `lookout/<device_id>`; messages go to `<prefix>/<kind>`.
+    pub topic_prefix: Option<String>,
+    /// 0 (at most once) or 1 (at least once, the default).
+    pub qos: Option<u8>,
+    pub keep_alive_s: Option<u16>,
+    /// Messages held while the broker is unreachable; the oldest are dropped beyond it.
+    pub queue_size: Option<usize>,
+    pub payload: Option<PayloadFormat>,
+    /// Keep the broker session across disconnects (MQTT clean-session off). Default true.
+    pub persistent_session: Option<bool>,
+    pub username: Option<String>,
+    /// File whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// PEM CA certificate(s) to verify the broker with; implies TLS.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that require client authentication.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Longest wait between reconnection attempts (back-off doubles up to it), seconds.
+    pub reconnect_max_s: Option<f64>,
+}
+
+/// A parsed broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
+        let usage = "expected mqtt://host[:port] or mqtts://host[:port] (TLS)";
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(format!("'{url}': {usage}"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let default_port = if tls { 8883 } else { 1883 };
+        // [v6::addr]:port, host:port or host
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, p) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("'{url}': {usage}"))?;
+            (h, p.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(format!("'{url}': no valid host; {usage}"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("'{url}': port '{p}' is not 1-65535"))?,
+        };
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +174,28 @@ impl BoardConfig {
             message: e.message().replace('\n', " ").trim().to_string(),
         })?;
         config.validate(path)?;
-        Ok(config)
+        Ok(config.resolve_paths(path))
+    }
+
+    /// Makes file paths in the config relative to the config's directory, as a user reads them.
+    fn resolve_paths(mut self, path: &Path) -> BoardConfig {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(m) = self.mqtt.as_mut() {
+            for p in [
+                &mut m.password_file,
+                &mut m.ca_file,
+                &mut m.client_cert_file,
+                &mut m.client_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        self
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -99,6 +219,44 @@ impl BoardConfig {
         }
         if d.max_det == Some(0) {
             return Err(invalid("detector.max_det", "must be at least 1".into()));
+        }
+        if let Some(m) = &self.mqtt {
+            if let Some(url) = &m.url {
+                BrokerUrl::parse(url).map_err(|p| invalid("mqtt.url", p))?;
+            }
+            if let Some(q) = m.qos.filter(|q| *q > 1) {
+                return Err(invalid(
+                    "mqtt.qos",
+                    format!("is {q}; lookout publishes at 0 or 1"),
+                ));
+            }
+            if m.queue_size == Some(0) {
+                return Err(invalid("mqtt.queue_size", "must be at least 1".into()));
+            }
+            if m.password_file.is_some() && m.password_env.is_some() {
+                return Err(invalid(
+                    "mqtt.password_file",
+                    "and mqtt.password_env are both set: keep one".into(),
+                ));
+            }
+            if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+                return Err(invalid(
+                    "mqtt.client_cert_file",
+                    "and mqtt.client_key_file go together: set both or neither".into(),
+                ));
+            }
+            if let Some(s) = m.reconnect_max_s.filter(|s| !(*s >= 0.1 && *s <= 3600.0)) {
+                return Err(invalid(
+                    "mqtt.reconnect_max_s",
+                    format!("is {s}; use 0.1 to 3600 seconds"),
+                ));
+            }
+            if m.keep_alive_s.is_some_and(|k| k > 0 && k < 5) {
+                return Err(invalid(
+                    "mqtt.keep_alive_s",
+                    "must be 0 (off) or at least 5 seconds".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -179,6 +337,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn broker_urls_parse_with_default_ports() {
+        let u = BrokerUrl::parse("mqtt://broker.local").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (false, "broker.local", 1883)
+        );
+        let u = BrokerUrl::parse("mqtts://10.0.0.2:8884/").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (true, "10.0.0.2", 8884));
+        let u = BrokerUrl::parse("mqtt://[::1]:1999").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1999));
+        for bad in [
+            "tcp://x:1",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:99999",
+            "mqtt://u@h",
+        ] {
+            assert!(BrokerUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mqtt_section_is_checked_key_by_key() {
+        let err = parse("[mqtt]\nurl = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.url") && err.contains("mqtt://"), "{err}");
+        let err = parse("[mqtt]\nqos = 2\n").unwrap_err().to_string();
+        assert!(err.contains("mqtt.qos"), "{err}");
+        let err = parse("[mqtt]\npassword_file = \"a\"\npassword_env = \"B\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep one"), "{err}");
+        let err = parse("[mqtt]\npayload = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("postcard"), "{err}");
+        let err = parse("[mqtt]\npasword = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("pasword"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_files_are_relative_to_the_config() {
+        let cfg = BoardConfig::parse(
+            Path::new("/etc/lookout/board.toml"),
+            "[mqtt]\nca_file = \"ca.pem\"\npassword_file = \"/run/secret\"\n",
+        )
+        .unwrap();
+        let m = cfg.mqtt.unwrap();
+        assert_eq!(m.ca_file.unwrap(), Path::new("/etc/lookout/ca.pem"));
+        assert_eq!(m.password_file.unwrap(), Path::new("/run/secret"));
     }
 
     #[test]

@@ -55,30 +55,73 @@ pub struct DetectArgs {
     /// Serial baud rate.
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
-    /// Device id carried in every published message.
-    #[arg(long, default_value_t = 0)]
-    pub device_id: u16,
+    /// Also publish to this MQTT broker (mqtt://host:port, mqtts:// for TLS); other MQTT
+    /// settings come from the board config's [mqtt] section.
+    #[arg(long)]
+    pub mqtt: Option<String>,
+    /// Device id carried in every published message [default: board.device_id or 0].
+    #[arg(long)]
+    pub device_id: Option<u16>,
 }
 
 #[cfg_attr(feature = "serial", allow(dead_code))]
 pub const NO_SERIAL: &str = "this lookout was built without serial support: rebuild with `cargo build --release --features serial` (or `--features pi`)";
 
-/// Opens the serial publisher when `--serial` was given.
-fn open_publisher(args: &DetectArgs) -> anyhow::Result<Option<Box<dyn Publisher>>> {
-    let Some(path) = &args.serial else {
-        return Ok(None);
-    };
-    #[cfg(feature = "serial")]
-    {
-        use lookout::sink::serial::{SerialConfig, SerialPublisher};
-        let publisher = SerialPublisher::open(SerialConfig::new(path, args.baud))?;
-        Ok(Some(Box::new(publisher)))
+#[cfg_attr(feature = "mqtt", allow(dead_code))]
+pub const NO_MQTT: &str = "this lookout was built without MQTT support: rebuild with `cargo build --release --features mqtt` (or `--features pi`)";
+
+/// A sink and how long it may take to drain at the end of a run.
+struct Sink {
+    name: &'static str,
+    publisher: Box<dyn Publisher>,
+    /// Seconds per queued message the link needs, at most.
+    seconds_per_message: f64,
+}
+
+/// Opens the sinks asked for: `--serial`, and `--mqtt` or the config's `[mqtt]` section.
+fn open_sinks(
+    args: &DetectArgs,
+    config: &BoardConfig,
+    device_id: u16,
+) -> anyhow::Result<Vec<Sink>> {
+    #[cfg_attr(not(any(feature = "serial", feature = "mqtt")), allow(unused_mut))]
+    let mut sinks = Vec::new();
+    if let Some(path) = &args.serial {
+        #[cfg(feature = "serial")]
+        {
+            use lookout::sink::serial::{SerialConfig, SerialPublisher};
+            sinks.push(Sink {
+                name: "serial",
+                publisher: Box::new(SerialPublisher::open(SerialConfig::new(path, args.baud))?),
+                // A frame's bytes at 10 bits per byte.
+                seconds_per_message: lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64,
+            });
+        }
+        #[cfg(not(feature = "serial"))]
+        {
+            let _ = path;
+            bail!("{NO_SERIAL}")
+        }
     }
-    #[cfg(not(feature = "serial"))]
-    {
-        let _ = path;
-        bail!("{NO_SERIAL}")
+    if args.mqtt.is_some() || config.mqtt.is_some() {
+        #[cfg(feature = "mqtt")]
+        {
+            use lookout::sink::mqtt::{MqttConfig, MqttPublisher};
+            let section = config.mqtt.clone().unwrap_or_default();
+            let mqtt = MqttConfig::from_section(&section, args.mqtt.as_deref(), device_id)?;
+            sinks.push(Sink {
+                name: "mqtt",
+                publisher: Box::new(MqttPublisher::start(mqtt)?),
+                seconds_per_message: 0.01,
+            });
+        }
+        #[cfg(not(feature = "mqtt"))]
+        {
+            let _ = device_id;
+            bail!("{NO_MQTT}")
+        }
     }
+    Ok(sinks)
 }
 
 #[derive(Serialize)]
@@ -211,12 +254,14 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         agnostic: args.agnostic || cfg.agnostic.unwrap_or(false),
         classes: resolve_classes(&classes, detector.class_names(), &classes_origin)?,
     };
-    let mut publisher = open_publisher(&args)?;
-    let mut builder = MessageBuilder::new(args.device_id);
-    if let Some(p) = publisher.as_mut() {
-        // Readers learn class names first.
-        for body in class_table_bodies(model, detector.class_names()) {
-            p.publish(&builder.message(0, 0, body))?;
+    let device_id = args.device_id.or(board.board.device_id).unwrap_or(0);
+    let mut sinks = open_sinks(&args, &board, device_id)?;
+    let mut builder = MessageBuilder::new(device_id);
+    // Readers learn class names first.
+    for body in class_table_bodies(model, detector.class_names()) {
+        let message = builder.message(0, 0, body);
+        for sink in sinks.iter_mut() {
+            sink.publisher.publish(&message)?;
         }
     }
     if let Some(dir) = &args.annotate {
@@ -259,9 +304,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             },
         };
         println!("{}", serde_json::to_string(&record)?);
-        if let Some(p) = publisher.as_mut() {
-            let body = detections_body(record.width, record.height, &detections);
-            p.publish(&builder.message(frame.timestamp_us, frame.frame_id as u32, body))?;
+        let body = detections_body(record.width, record.height, &detections);
+        let message = builder.message(frame.timestamp_us, frame.frame_id as u32, body);
+        for sink in sinks.iter_mut() {
+            sink.publisher.publish(&message)?;
         }
         if let Some(dir) = &args.annotate {
             let mut image = frame.image;
@@ -274,22 +320,25 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             }
         }
     }
-    if let Some(p) = publisher.as_mut() {
-        // Give the line time to carry what is queued: frames / (baud / 10 bits) plus slack.
-        let queued = p.stats().queued as f64;
-        let seconds = 2.0 + queued * lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64;
+    for sink in sinks.iter_mut() {
+        let p = &mut sink.publisher;
+        let seconds = 2.0 + p.stats().queued as f64 * sink.seconds_per_message;
         let drained = p.flush(std::time::Duration::from_secs_f64(seconds.min(60.0)));
         let s = p.stats();
         log::info!(
-            "serial: {} sent, {} dropped, {} still queued",
+            "{}: {} sent, {} dropped, {} still queued",
+            sink.name,
             s.sent,
             s.dropped,
             s.queued
         );
         if !drained {
+            let why = p
+                .last_error()
+                .unwrap_or_else(|| "is anything reading?".to_string());
             eprintln!(
-                "error: serial line did not take {} queued messages (is anything reading?)",
-                s.queued
+                "error: {}: {} messages were not delivered ({why})",
+                sink.name, s.queued
             );
             failures += 1;
         }

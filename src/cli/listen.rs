@@ -1,14 +1,20 @@
-//! `lookout listen`: read lookout frames from a serial line and print each message as a JSON
-//! line, naming classes once a class table has arrived.
+//! `lookout listen`: read lookout messages from a serial line or an MQTT broker and print each
+//! as a JSON line, naming classes once a class table has arrived.
 
-use serde_json::{json, Value};
-use std::collections::HashMap;
+#[cfg(any(feature = "serial", feature = "mqtt"))]
+use lookout::sink::json::{learn_classes, message_json, ClassNames};
 
 #[derive(Debug, clap::Args)]
 pub struct ListenArgs {
     /// Serial device to read, e.g. /dev/ttyUSB0.
+    #[arg(long, required_unless_present = "mqtt", conflicts_with = "mqtt")]
+    pub serial: Option<String>,
+    /// MQTT broker to subscribe to, e.g. mqtt://127.0.0.1:1883.
     #[arg(long)]
-    pub serial: String,
+    pub mqtt: Option<String>,
+    /// MQTT topic filter.
+    #[arg(long, default_value = "lookout/#", requires = "mqtt")]
+    pub topic: String,
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
     /// Stop after this many messages (default: run until interrupted).
@@ -19,65 +25,125 @@ pub struct ListenArgs {
     pub idle_timeout: Option<f64>,
 }
 
-/// A message as JSON, with class names filled in from the class tables seen so far.
-#[cfg_attr(not(feature = "serial"), allow(dead_code))]
-pub fn message_json(message: &lookout_wire::Message, names: &HashMap<u16, String>) -> Value {
-    let mut body = serde_json::to_value(&message.body).unwrap_or(Value::Null);
-    if let Some(dets) = body
-        .pointer_mut("/Detections/detections")
-        .and_then(Value::as_array_mut)
-    {
-        for d in dets {
-            let id = d["class_id"].as_u64().unwrap_or(u64::MAX);
-            if let Some(name) = u16::try_from(id).ok().and_then(|id| names.get(&id)) {
-                d["class"] = json!(name);
+pub fn run(args: ListenArgs) -> anyhow::Result<()> {
+    match (&args.serial, &args.mqtt) {
+        (Some(path), _) => listen_serial(path, &args),
+        (None, Some(url)) => listen_mqtt(url, &args),
+        (None, None) => anyhow::bail!("give --serial DEVICE or --mqtt URL"),
+    }
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn listen_mqtt(_url: &str, _args: &ListenArgs) -> anyhow::Result<()> {
+    anyhow::bail!("{}", super::detect::NO_MQTT)
+}
+
+/// Subscribes with a clean session (a listener is a viewer, not a consumer that must catch
+/// up) and prints each message; postcard payloads are decoded, JSON ones passed through.
+#[cfg(feature = "mqtt")]
+fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
+    use lookout::config::BrokerUrl;
+    use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+    use std::time::{Duration, Instant};
+
+    let broker = BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("--mqtt {e}"))?;
+    if broker.tls {
+        anyhow::bail!("lookout listen speaks plain MQTT only; use mosquitto_sub for mqtts://");
+    }
+    let id = format!("lookout-listen-{}", std::process::id());
+    let mut options = MqttOptions::new(id, &broker.host, broker.port);
+    options.set_keep_alive(Duration::from_secs(10));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut connection) = Client::new(options, 16);
+    client.subscribe(&args.topic, QoS::AtLeastOnce)?;
+    let mut names = ClassNames::new();
+    let (mut received, mut rejected) = (0u64, 0u64);
+    let mut last_valid = Instant::now();
+    let mut last_error = String::new();
+    loop {
+        if args.count.is_some_and(|c| received >= c) {
+            break;
+        }
+        if args
+            .idle_timeout
+            .is_some_and(|t| last_valid.elapsed().as_secs_f64() > t)
+        {
+            log::info!("no message for {:?} s, stopping", args.idle_timeout);
+            break;
+        }
+        let event = match connection.recv_timeout(Duration::from_millis(200)) {
+            Ok(event) => event,
+            Err(_) => continue, // nothing within the timeout
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let line = if p.payload.first() == Some(&b'{') {
+                    serde_json::from_slice::<serde_json::Value>(&p.payload).ok()
+                } else {
+                    match lookout_wire::decode_message(&p.payload) {
+                        Ok(m) => {
+                            learn_classes(&m, &mut names);
+                            Some(message_json(&m, &names))
+                        }
+                        Err(e) => {
+                            log::info!("{}: payload rejected: {e}", p.topic);
+                            None
+                        }
+                    }
+                };
+                match line {
+                    Some(mut v) => {
+                        v["topic"] = serde_json::json!(p.topic);
+                        println!("{v}");
+                        received += 1;
+                        last_valid = Instant::now();
+                    }
+                    None => rejected += 1,
+                }
+            }
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                log::info!("connected to {url}");
+                last_error.clear();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let why = e.to_string();
+                if why != last_error {
+                    log::warn!("mqtt {url}: {why}; retrying");
+                    last_error = why;
+                }
+                std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
-    json!({
-        "kind": message.body.kind(),
-        "device_id": message.header.device_id,
-        "sequence": message.header.sequence,
-        "timestamp_us": message.header.timestamp_us,
-        "frame_id": message.header.frame_id,
-        "body": body,
-    })
-}
-
-/// Records the names a class table carries.
-#[cfg_attr(not(feature = "serial"), allow(dead_code))]
-pub fn learn_classes(message: &lookout_wire::Message, names: &mut HashMap<u16, String>) {
-    if let lookout_wire::Body::ClassTable(t) = &message.body {
-        for (i, n) in t.names.iter().enumerate() {
-            names.insert(t.first_class_id + i as u16, n.to_string());
-        }
-    }
+    eprintln!("listen: {received} messages, {rejected} payloads rejected");
+    Ok(())
 }
 
 #[cfg(not(feature = "serial"))]
-pub fn run(_args: ListenArgs) -> anyhow::Result<()> {
+fn listen_serial(_path: &str, _args: &ListenArgs) -> anyhow::Result<()> {
     anyhow::bail!("{}", super::detect::NO_SERIAL)
 }
 
 #[cfg(feature = "serial")]
-pub fn run(args: ListenArgs) -> anyhow::Result<()> {
+fn listen_serial(path: &str, args: &ListenArgs) -> anyhow::Result<()> {
     use lookout_wire::{FrameDecoder, MAX_FRAME_LEN};
     use std::io::Read;
     use std::time::{Duration, Instant};
 
     let open = || {
-        serialport::new(&args.serial, args.baud)
+        serialport::new(path, args.baud)
             .timeout(Duration::from_millis(200))
             .open()
     };
     let mut port = Some(open().map_err(|e| {
         anyhow::anyhow!(
             "serial port {} cannot be opened ({e}): check the device path (ls /dev/serial/by-id/), that it is plugged in, and that you may use it (group dialout)",
-            args.serial
+            path
         )
     })?);
     let mut decoder = FrameDecoder::<MAX_FRAME_LEN>::new();
-    let mut names = HashMap::new();
+    let mut names = ClassNames::new();
     let (mut received, mut rejected) = (0u64, 0u64);
     let mut last_valid = Instant::now();
     let mut backoff = Duration::from_millis(50);
@@ -97,7 +163,7 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
             if let Ok(p) = open() {
-                log::info!("serial {}: reconnected", args.serial);
+                log::info!("serial {}: reconnected", path);
                 port = Some(p);
                 backoff = Duration::from_millis(50);
             }
@@ -107,7 +173,7 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(e) => {
-                log::warn!("serial {}: {e}; reconnecting", args.serial);
+                log::warn!("serial {}: {e}; reconnecting", path);
                 port = None;
                 continue;
             }
@@ -134,48 +200,4 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
     }
     eprintln!("listen: {received} messages, {rejected} frames rejected");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lookout::decode::{BoundingBox, Detection};
-    use lookout::sink::{class_table_bodies, detections_body, MessageBuilder};
-
-    #[test]
-    fn detections_are_named_once_the_class_table_arrived() {
-        let mut b = MessageBuilder::new(4);
-        let mut names = HashMap::new();
-        let det = Detection {
-            class_id: 1,
-            score: 0.5,
-            bbox: BoundingBox {
-                x1: 1.,
-                y1: 2.,
-                x2: 3.,
-                y2: 4.,
-            },
-        };
-        let m = b.message(9, 3, detections_body(10, 10, &[det]));
-        let before = message_json(&m, &names);
-        assert!(before
-            .pointer("/body/Detections/detections/0/class")
-            .is_none());
-        for body in class_table_bodies("m", &["a".into(), "bike".into()]) {
-            learn_classes(&b.message(0, 0, body), &mut names);
-        }
-        let after = message_json(&m, &names);
-        assert_eq!(
-            after["body"]["Detections"]["detections"][0]["class"],
-            "bike"
-        );
-        assert_eq!(
-            (after["kind"].as_str(), after["device_id"].as_u64()),
-            (Some("detections"), Some(4))
-        );
-        assert_eq!(
-            after["body"]["Detections"]["detections"][0]["bbox"]["x2"],
-            3
-        );
-    }
 }

@@ -32,7 +32,7 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Measure load time, per-stage latency, throughput and memory for model configurations.
     Bench(bench::BenchArgs),
-    /// Print the messages a lookout publishes on a serial line, as JSON lines.
+    /// Print the messages a lookout publishes (serial line or MQTT broker), as JSON lines.
     Listen(listen::ListenArgs),
 }
 

@@ -1,6 +1,9 @@
 //! Where messages go. Every sink implements [`Publisher`]: `publish` only queues, so inference
 //! never waits on a slow link; each sink counts what it sent and what it had to drop.
 
+pub mod json;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "serial")]
 pub mod serial;
 
@@ -37,6 +40,10 @@ pub trait Publisher {
     fn stats(&self) -> PublisherStats;
     /// Waits up to `timeout` for the queue to drain; true when it did.
     fn flush(&mut self, timeout: Duration) -> bool;
+    /// Why the link is failing, when it is (for the error a user sees).
+    fn last_error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Encodes one message as a frame.

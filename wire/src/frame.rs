@@ -27,12 +27,30 @@ impl core::fmt::Display for EncodeError {
 #[cfg(feature = "std")]
 impl std::error::Error for EncodeError {}
 
+/// Encodes `message` as bare postcard bytes, without CRC or COBS: the payload for transports
+/// that frame and check integrity themselves (an MQTT message, a UDP datagram).
+pub fn encode_message<'a>(message: &Message, out: &'a mut [u8]) -> Result<&'a [u8], EncodeError> {
+    let len = postcard::to_slice(message, out)
+        .map_err(|_| EncodeError::BufferTooSmall)?
+        .len();
+    Ok(&out[..len])
+}
+
+/// Decodes bare postcard bytes written by [`encode_message`] (or a frame's payload).
+pub fn decode_message(payload: &[u8]) -> Result<Message, FrameError> {
+    // The version is the first byte of the header, before any varint.
+    match payload.first() {
+        None => return Err(FrameError::TooShort),
+        Some(&v) if v != PROTOCOL_VERSION => return Err(FrameError::Version(v)),
+        Some(_) => {}
+    }
+    postcard::from_bytes(payload).map_err(|_| FrameError::Unknown)
+}
+
 /// Encodes `message` as one frame into `out`; returns the frame (delimiter included).
 pub fn encode_frame<'a>(message: &Message, out: &'a mut [u8]) -> Result<&'a [u8], EncodeError> {
     let mut raw = [0u8; MAX_FRAME_LEN];
-    let payload_len = postcard::to_slice(message, &mut raw[..MAX_FRAME_LEN - 4])
-        .map_err(|_| EncodeError::BufferTooSmall)?
-        .len();
+    let payload_len = encode_message(message, &mut raw[..MAX_FRAME_LEN - 4])?.len();
     let crc = CRC.checksum(&raw[..payload_len]).to_le_bytes();
     raw[payload_len..payload_len + 4].copy_from_slice(&crc);
     let raw_len = payload_len + 4;
@@ -150,9 +168,5 @@ fn decode_body(encoded: &mut [u8]) -> Result<Message, FrameError> {
     if CRC.checksum(payload) != expected {
         return Err(FrameError::Crc);
     }
-    // The version is the first byte of the header, before any varint.
-    if payload[0] != PROTOCOL_VERSION {
-        return Err(FrameError::Version(payload[0]));
-    }
-    postcard::from_bytes(payload).map_err(|_| FrameError::Unknown)
+    decode_message(payload)
 }

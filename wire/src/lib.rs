@@ -13,7 +13,10 @@ mod frame;
 mod message;
 pub mod samples;
 
-pub use frame::{encode_frame, EncodeError, FrameDecoder, FrameError, CRC, MAX_FRAME_LEN};
+pub use frame::{
+    decode_message, encode_frame, encode_message, EncodeError, FrameDecoder, FrameError, CRC,
+    MAX_FRAME_LEN,
+};
 /// The bounded collections the message types are built from.
 pub use heapless;
 pub use message::*;

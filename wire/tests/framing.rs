@@ -271,6 +271,29 @@ fn other_protocol_versions_are_named() {
 }
 
 #[test]
+fn bare_messages_are_the_frame_payload_and_round_trip() {
+    for m in samples::sample_messages() {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let bare = encode_message(&m, &mut buf).unwrap().to_vec();
+        assert_eq!(decode_message(&bare), Ok(m.clone()));
+        // The frame is exactly COBS(bare ++ crc): the same bytes, framed.
+        let mut raw = bare.clone();
+        raw.extend_from_slice(&CRC.checksum(&bare).to_le_bytes());
+        let mut framed = std::vec![0u8; raw.len() + raw.len() / 254 + 2];
+        let n = cobs::encode(&raw, &mut framed);
+        framed.truncate(n);
+        framed.push(0);
+        assert_eq!(framed, frame(&m));
+    }
+    assert_eq!(decode_message(&[]), Err(FrameError::TooShort));
+    assert_eq!(decode_message(&[7, 0]), Err(FrameError::Version(7)));
+    assert_eq!(
+        decode_message(&[PROTOCOL_VERSION, 0xff]),
+        Err(FrameError::Unknown)
+    );
+}
+
+#[test]
 fn score_round_trips_within_resolution() {
     for s in [0.0f32, 0.25, 0.5, 0.999, 1.0] {
         assert!((Score::from_f32(s).to_f32() - s).abs() < 1e-4);
