@@ -377,76 +377,58 @@ fn unreachable_broker_is_named_and_retried_without_blocking_publish() {
     assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}");
 }
 
-/// A CA, and a server certificate for 127.0.0.1 signed by it, made with the openssl tool.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate signed by it, made with
+/// the openssl tool. Returns (server cert, server key, CA); the client's are `<name>-client.*`.
 fn make_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
+    let p = |f: &str| dir.join(format!("{name}-{f}")).display().to_string();
+    // Paths come from the scratch directory: no spaces, so a command line splits on them.
+    let run = |command: String| {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let out = Command::new("openssl").args(&args).output().unwrap();
         assert!(
             out.status.success(),
-            "openssl {args:?}: {}",
+            "openssl {command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
-    let (ca_key, ca, key, csr, cert, ext) = (
+    std::fs::write(p("server.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    // Extensions make the client's an X.509 v3 certificate: rustls refuses v1.
+    std::fs::write(p("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(format!(
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=lookout-test-CA-{name} -keyout {} -out {}",
         p("ca.key"),
-        p("ca.pem"),
-        p("server.key"),
-        p("server.csr"),
-        p("server.pem"),
-        p("ext.cnf"),
-    );
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN=lookout test CA {name}"),
-        "-keyout",
-        &s(&ca_key),
-        "-out",
-        &s(&ca),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &s(&key),
-        "-out",
-        &s(&csr),
-    ]);
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(&csr),
-        "-CA",
-        &s(&ca),
-        "-CAkey",
-        &s(&ca_key),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &s(&ext),
-        "-out",
-        &s(&cert),
-    ]);
-    for f in [&key, &cert, &ca] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        p("ca.pem")
+    ));
+    for (who, subject) in [("server", "127.0.0.1"), ("client", "robot")] {
+        run(format!(
+            "req -newkey rsa:2048 -nodes -subj /CN={subject} -keyout {} -out {}",
+            p(&format!("{who}.key")),
+            p(&format!("{who}.csr"))
+        ));
+        run(format!(
+            "x509 -req -in {} -CA {} -CAkey {} -CAcreateserial -days 2 -extfile {} -out {}",
+            p(&format!("{who}.csr")),
+            p("ca.pem"),
+            p("ca.key"),
+            p(&format!("{who}.cnf")),
+            p(&format!("{who}.pem"))
+        ));
     }
-    (cert, key, ca)
+    for f in [
+        "server.key",
+        "server.pem",
+        "ca.pem",
+        "client.key",
+        "client.pem",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    (
+        p("server.pem").into(),
+        p("server.key").into(),
+        p("ca.pem").into(),
+    )
 }
 
 #[test]
@@ -487,6 +469,49 @@ fn tls_delivers_with_the_right_ca_and_names_the_failure_with_a_wrong_one() {
     assert!(!s.connected && s.connection_failures >= 2, "{s:?}");
     let why = s.last_error.unwrap_or_default();
     assert!(why.contains("TLS") && why.contains("mqtt.ca_file"), "{why}");
+}
+
+#[test]
+fn tls_client_certificates_are_presented_when_the_broker_requires_them() {
+    let dir = common::scratch("mqtt-mtls");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (cert, key, ca) = make_certificates(&dir, "m");
+    let broker = Broker::start(
+        "mtls",
+        BrokerOptions {
+            tls: Some((cert, key, ca.clone())),
+            require_client_certificate: true,
+            ..Default::default()
+        },
+    );
+    let config = |client_auth: Option<(PathBuf, PathBuf)>| {
+        let mut c = MqttConfig::new(&format!("mqtts://127.0.0.1:{}", broker.port), 7).unwrap();
+        c.tls = Some(TlsFiles {
+            ca_file: Some(ca.clone()),
+            client_auth,
+        });
+        c.reconnect_max = Duration::from_millis(200);
+        c
+    };
+    let mut b = MessageBuilder::new(7);
+    let mut anonymous = MqttPublisher::start(config(None)).unwrap();
+    publish_detections(&mut anonymous, &mut b, 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    let s = anonymous.mqtt_stats();
+    assert!(
+        !s.connected && s.connection_failures >= 1 && s.publisher.sent == 0,
+        "{s:?}"
+    );
+
+    let client = (dir.join("m-client.pem"), dir.join("m-client.key"));
+    let mut robot = MqttPublisher::start(config(Some(client))).unwrap();
+    publish_detections(&mut robot, &mut b, 1);
+    assert!(
+        robot.flush(Duration::from_secs(10)),
+        "{:?}",
+        robot.mqtt_stats()
+    );
+    assert_eq!(robot.stats().sent, 1);
 }
 
 #[test]

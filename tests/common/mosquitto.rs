@@ -19,6 +19,8 @@ pub struct BrokerOptions {
     pub user: Option<(String, String)>,
     /// Server certificate and key (PEM), and the CA: the listener speaks TLS only.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// With `tls`: clients must present a certificate signed by the CA.
+    pub require_client_certificate: bool,
 }
 
 pub struct Broker {
@@ -87,6 +89,9 @@ impl Broker {
                 key.display(),
                 ca.display()
             );
+            if options.require_client_certificate {
+                conf += "require_certificate true\n";
+            }
         }
         fs::write(dir.join("mosquitto.conf"), conf).unwrap();
         let mut broker = Broker {
