@@ -5,6 +5,7 @@
 //! against a peer measured in the same run (`benches/compare-onnxruntime`).
 
 use crate::decode::yolo::DecodeParams;
+use crate::health::Health;
 use crate::infer::yolo::{ModelChoice, StageTimes, YoloDetector};
 use crate::infer::{EngineOptions, ModelError};
 use image::RgbImage;
@@ -79,6 +80,9 @@ pub struct BenchReport {
     pub matmul_kernels: BTreeMap<String, usize>,
     /// Mean time per operator kind over `profile_runs` profiled inferences (empty if none).
     pub profile: Vec<OpShare>,
+    /// The board's temperature, clock and throttling flags before and after this configuration.
+    pub health_before: Health,
+    pub health_after: Health,
 }
 
 /// One operator kind's share of inference time.
@@ -108,6 +112,7 @@ fn reset_peak_rss() {
 
 /// Loads the model for `spec` and times it over `frames` (cycled).
 pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelError> {
+    let health_before = Health::read();
     reset_peak_rss();
     let t0 = Instant::now();
     let mut detector = YoloDetector::load(
@@ -144,6 +149,8 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
     let stage = |f: fn(&StageTimes) -> Duration| -> Vec<Duration> { times.iter().map(f).collect() };
     let (isa, _) = crate::infer::detected_isa();
     Ok(BenchReport {
+        health_before,
+        health_after: Health::read(),
         model: detector.model_path().display().to_string(),
         input: format!("{}x{}", spec.input_size.0, spec.input_size.1),
         threads: spec.threads,

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod build_info;
 pub mod config;
 pub mod decode;
+pub mod health;
 pub mod infer;
 pub mod manifest;
 pub mod preprocess;

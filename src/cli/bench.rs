@@ -74,6 +74,33 @@ fn print_row(r: &BenchReport) {
     );
 }
 
+/// Temperature, clock and throttling around a configuration; loud when the board throttled,
+/// because then the figures above understate what a cool board does.
+fn print_health(r: &BenchReport) {
+    let (b, a) = (&r.health_before, &r.health_after);
+    let temp = |h: &lookout::health::Health| {
+        h.temperature_c
+            .map_or("n/a".to_string(), |t| format!("{t:.1} °C"))
+    };
+    let mhz =
+        |h: &lookout::health::Health| h.cpu_mhz.map_or("n/a".to_string(), |m| format!("{m} MHz"));
+    if b.temperature_c.is_some() || b.cpu_mhz.is_some() || b.throttled.is_some() {
+        println!(
+            "  board: {} -> {}, cpu0 {} -> {}",
+            temp(b),
+            temp(a),
+            mhz(b),
+            mhz(a)
+        );
+    }
+    if let Some(bits) = a.throttled.filter(|&bits| bits != 0) {
+        println!(
+            "  WARNING: the board throttled (vcgencmd get_throttled = {bits:#x}: {}); cool it and run again",
+            lookout::health::describe_throttled(bits).join(", ")
+        );
+    }
+}
+
 fn print_profile(r: &BenchReport) {
     if r.profile.is_empty() {
         return;
@@ -146,6 +173,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print_row(&report);
+                print_health(&report);
                 print_profile(&report);
             }
         }
