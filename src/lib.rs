@@ -14,5 +14,6 @@ pub mod health;
 pub mod infer;
 pub mod manifest;
 pub mod preprocess;
+pub mod service;
 pub mod sink;
 pub mod source;
