@@ -7,6 +7,7 @@
 use crate::decode::yolo::DecodeParams;
 use crate::health::Health;
 use crate::infer::yolo::{ModelChoice, StageTimes, YoloDetector};
+use crate::infer::Precision;
 use crate::infer::{EngineOptions, ModelError};
 use image::RgbImage;
 use serde::Serialize;
@@ -19,6 +20,7 @@ pub struct BenchSpec {
     pub model: ModelChoice,
     pub input_size: (u32, u32),
     pub threads: usize,
+    pub precision: Precision,
     /// Timed iterations (after `warmup`).
     pub iters: usize,
     pub warmup: usize,
@@ -65,6 +67,7 @@ pub struct BenchReport {
     pub model: String,
     pub input: String,
     pub threads: usize,
+    pub precision: Precision,
     pub iters: usize,
     pub load_ms: f64,
     pub first_inference_ms: f64,
@@ -120,6 +123,7 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         Some(spec.input_size),
         &EngineOptions {
             threads: spec.threads,
+            precision: spec.precision,
         },
     )?;
     let load = t0.elapsed();
@@ -153,6 +157,7 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         health_after: Health::read(),
         model: detector.model_path().display().to_string(),
         input: format!("{}x{}", spec.input_size.0, spec.input_size.1),
+        precision: spec.precision,
         threads: spec.threads,
         iters: spec.iters,
         load_ms: load.as_secs_f64() * 1e3,

@@ -38,6 +38,8 @@ pub struct DetectorSection {
     pub max_det: Option<usize>,
     pub classes: Option<Vec<String>>,
     pub agnostic: Option<bool>,
+    /// `fp32` (default) or `f16`.
+    pub precision: Option<crate::infer::Precision>,
 }
 
 /// How messages are encoded on MQTT.

@@ -6,6 +6,7 @@ use anyhow::bail;
 use lookout::bench::{run as bench_one, BenchReport, BenchSpec};
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::ModelChoice;
+use lookout::infer::Precision;
 use lookout::source::replay::{expand_inputs, load_frame};
 use std::path::PathBuf;
 
@@ -19,6 +20,10 @@ pub struct BenchArgs {
     /// Input sizes to measure, comma-separated WIDTHxHEIGHT (default: 640x640,640x384).
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     pub input_size: Vec<(u32, u32)>,
+    /// Precisions to measure, comma-separated: fp32, f16 (int8 models are separate files:
+    /// pass one with --model).
+    #[arg(long, value_delimiter = ',', value_parser = Precision::parse, default_value = "fp32")]
+    pub precision: Vec<Precision>,
     /// Timed iterations per configuration.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
@@ -38,8 +43,9 @@ pub struct BenchArgs {
 
 fn print_header() {
     println!(
-        "{:<9} {:>3} {:>8} {:>9} | {:>8} {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>8} {:>7} {:>9}",
+        "{:<9} {:>4} {:>3} {:>8} {:>9} | {:>8} {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>8} {:>7} {:>9}",
         "input",
+        "prec",
         "thr",
         "load ms",
         "first ms",
@@ -57,8 +63,9 @@ fn print_header() {
 
 fn print_row(r: &BenchReport) {
     println!(
-        "{:<9} {:>3} {:>8.0} {:>9.1} | {:>8.2} {:>8.2} {:>8.1} | {:>9.1} {:>9.1} {:>9.1} | {:>8.1} {:>7.2} {:>9.1}",
+        "{:<9} {:>4} {:>3} {:>8.0} {:>9.1} | {:>8.2} {:>8.2} {:>8.1} | {:>9.1} {:>9.1} {:>9.1} | {:>8.1} {:>7.2} {:>9.1}",
         r.input,
+        r.precision.name(),
         r.threads,
         r.load_ms,
         r.first_inference_ms,
@@ -158,11 +165,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_header();
     }
     for &(w, h) in &sizes {
-        for &t in &threads {
+        for (&t, &precision) in threads
+            .iter()
+            .flat_map(|t| args.precision.iter().map(move |p| (t, p)))
+        {
             let spec = BenchSpec {
                 model: choice.clone(),
                 input_size: (w, h),
                 threads: t,
+                precision,
                 iters: args.iters,
                 warmup: args.warmup,
                 params: DecodeParams::default(),

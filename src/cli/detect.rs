@@ -37,6 +37,9 @@ pub struct DetectArgs {
     /// Network input WIDTHxHEIGHT, multiples of 32 (e.g. 640x384 for 16:9 frames).
     #[arg(long, value_parser = parse_size)]
     pub input_size: Option<(u32, u32)>,
+    /// Arithmetic precision: fp32 (default) or f16 (fast on ARMv8.2+ cores such as the Pi 5's).
+    #[arg(long, value_parser = lookout::infer::Precision::parse)]
+    pub precision: Option<lookout::infer::Precision>,
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -230,6 +233,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(default_threads)
         .max(1);
     let input_size = args.input_size.or(cfg.input_size.map(|[w, h]| (w, h)));
+    let precision = args.precision.or(cfg.precision).unwrap_or_default();
     let model = args
         .model
         .as_deref()
@@ -238,7 +242,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
     let mut detector = YoloDetector::load(
         ModelChoice::resolve(model),
         input_size,
-        &EngineOptions { threads },
+        &EngineOptions { threads, precision },
     )?;
     let (classes, classes_origin) = match (&args.classes[..], &args.config) {
         ([], Some(path)) => (

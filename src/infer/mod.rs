@@ -45,16 +45,58 @@ pub enum ModelError {
     Run { path: PathBuf, reason: String },
 }
 
+/// Arithmetic the model runs in. Inputs and outputs stay f32 for callers either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Half precision: native on ARMv8.2+ cores with FP16 arithmetic (Raspberry Pi 5's
+    /// Cortex-A76, Jetson Orin's A78AE); elsewhere tract emulates it, slowly.
+    F16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Precision, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Precision::Fp32),
+            "f16" | "fp16" => Ok(Precision::F16),
+            "int8" => Err("int8 runs from a quantized model file (quantize/): give its path with --model, at fp32".into()),
+            other => Err(format!("unknown precision '{other}': use fp32 or f16")),
+        }
+    }
+}
+
 /// How to build the runnable plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Compute threads for tract's matrix products (1 = single-threaded executor).
     pub threads: usize,
+    pub precision: Precision,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { threads: 1 }
+        EngineOptions {
+            threads: 1,
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+impl EngineOptions {
+    pub fn threads(threads: usize) -> EngineOptions {
+        EngineOptions {
+            threads,
+            ..EngineOptions::default()
+        }
     }
 }
 
@@ -64,6 +106,7 @@ pub struct Engine {
     plan: Arc<TypedRunnableModel>,
     state: TypedSimpleState,
     input_shape: Vec<usize>,
+    precision: Precision,
 }
 
 impl Engine {
@@ -108,6 +151,16 @@ impl Engine {
             // Nodes that only fed the old outputs are pruned by the optimiser.
             typed = typed.with_output_outlets(&outlets).map_err(shape_err)?;
         }
+        if options.precision == Precision::F16 {
+            // tract's own translator: f16 weights and activations, casts where an op needs f32.
+            let to_f16 = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+                .map_err(shape_err)?
+                .ok_or_else(|| ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: "this tract has no f32_to_f16 transform".into(),
+                })?;
+            typed = to_f16.transform_into(typed).map_err(shape_err)?;
+        }
         let typed = typed.into_optimized().map_err(shape_err)?;
         let run_options = RunOptions {
             executor: (options.threads > 1)
@@ -123,7 +176,12 @@ impl Engine {
             plan,
             state,
             input_shape: input_shape.to_vec(),
+            precision: options.precision,
         })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn input_shape(&self) -> &[usize] {
@@ -172,14 +230,26 @@ impl Engine {
                 ),
             });
         }
-        let outputs = self
-            .state
-            .run(tvec!(input.into()))
-            .map_err(|e| ModelError::Run {
-                path: self.path.clone(),
-                reason: first_line(&e),
-            })?;
-        Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
+        let run_err = |e: TractError| ModelError::Run {
+            path: self.path.clone(),
+            reason: first_line(&e),
+        };
+        let input = match self.precision {
+            Precision::Fp32 => input,
+            Precision::F16 => input.cast_to::<f16>().map_err(run_err)?.into_owned(),
+        };
+        let outputs = self.state.run(tvec!(input.into())).map_err(run_err)?;
+        outputs
+            .into_iter()
+            .map(|v| {
+                let t = v.into_tensor();
+                if t.datum_type() == f16::datum_type() {
+                    Ok(t.cast_to::<f32>().map_err(run_err)?.into_owned())
+                } else {
+                    Ok(t)
+                }
+            })
+            .collect()
     }
 
     /// Runs the model once, timing every node, and returns the time per operator kind, most
@@ -202,6 +272,16 @@ impl Engine {
             entry.total += started.elapsed();
             entry.nodes += 1;
             out
+        };
+        let input = match self.precision {
+            Precision::Fp32 => input,
+            Precision::F16 => input
+                .cast_to::<f16>()
+                .map_err(|e| ModelError::Run {
+                    path: self.path.clone(),
+                    reason: first_line(&e),
+                })?
+                .into_owned(),
         };
         self.state
             .run_plan_with_eval(tvec!(input.into()), eval)
