@@ -12,6 +12,10 @@ pub struct BoardConfig {
     pub board: BoardSection,
     #[serde(default)]
     pub detector: DetectorSection,
+    #[serde(default)]
+    pub tracker: crate::track::TrackerConfig,
+    /// Absent: lookout drives no pins.
+    pub gpio: Option<crate::gpio::GpioConfig>,
 }
 
 /// What the board is, for logs and reports.
@@ -100,6 +104,10 @@ impl BoardConfig {
         if d.max_det == Some(0) {
             return Err(invalid("detector.max_det", "must be at least 1".into()));
         }
+        self.tracker.validate().map_err(|(k, p)| invalid(k, p))?;
+        if let Some(gpio) = &self.gpio {
+            gpio.validate().map_err(|(k, p)| invalid(k, p))?;
+        }
         Ok(())
     }
 }
@@ -179,6 +187,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn tracker_and_gpio_errors_name_file_and_key() {
+        let err = parse("[tracker]\nmin_hits = 0\n").unwrap_err().to_string();
+        assert!(
+            err.contains("board.toml") && err.contains("tracker.min_hits"),
+            "{err}"
+        );
+        let err = parse("[tracker]\nmax_misses = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_misses") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = parse("[gpio]\nalert_pin = 99\nalert_classes = [\"person\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("board.toml") && err.contains("gpio.alert_pin") && err.contains("0 to 27"),
+            "{err}"
+        );
     }
 
     #[test]

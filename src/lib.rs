@@ -8,10 +8,13 @@
 pub mod annotate;
 pub mod bench;
 pub mod build_info;
+pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod gpio;
 pub mod infer;
 pub mod manifest;
 pub mod preprocess;
 pub mod sink;
 pub mod source;
+pub mod track;
