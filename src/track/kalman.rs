@@ -308,6 +308,172 @@ mod tests {
         assert!((vx - 120.0).abs() < 1.0 && vy.abs() < 0.5, "{vx} {vy}");
     }
 
+    type M8 = [[f64; 8]; 8];
+
+    fn mul(a: &M8, b: &M8) -> M8 {
+        let mut c = [[0.0; 8]; 8];
+        for i in 0..8 {
+            for j in 0..8 {
+                c[i][j] = (0..8).map(|k| a[i][k] * b[k][j]).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(a: &M8) -> M8 {
+        std::array::from_fn(|i| std::array::from_fn(|j| a[j][i]))
+    }
+
+    /// Inverse of a 4×4 matrix by Gauss–Jordan elimination with partial pivoting.
+    fn invert4(m: [[f64; 4]; 4]) -> [[f64; 4]; 4] {
+        let mut a = m;
+        let mut inv: [[f64; 4]; 4] =
+            std::array::from_fn(|i| std::array::from_fn(|j| f64::from(u8::from(i == j))));
+        for col in 0..4 {
+            let pivot = (col..4)
+                .max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))
+                .unwrap();
+            a.swap(col, pivot);
+            inv.swap(col, pivot);
+            let d = a[col][col];
+            for j in 0..4 {
+                a[col][j] /= d;
+                inv[col][j] /= d;
+            }
+            for row in 0..4 {
+                if row != col {
+                    let f = a[row][col];
+                    for j in 0..4 {
+                        a[row][j] -= f * a[col][j];
+                        inv[row][j] -= f * inv[col][j];
+                    }
+                }
+            }
+        }
+        inv
+    }
+
+    /// The textbook 8-state filter with full matrices, state `[cx, cy, w, h, v_cx, v_cy, v_w,
+    /// v_h]`, the same noise rules as `BoxFilter`.
+    struct FullFilter {
+        x: [f64; 8],
+        p: M8,
+    }
+
+    impl FullFilter {
+        fn new(z: [f64; 4], params: &KalmanParams) -> FullFilter {
+            let sizes = [z[2], z[3], z[2], z[3]];
+            let mut p = [[0.0; 8]; 8];
+            for i in 0..4 {
+                p[i][i] = params.measurement_var(sizes[i]);
+                let v = params.initial_velocity_std_frac * sizes[i];
+                p[i + 4][i + 4] = v * v;
+            }
+            let mut x = [0.0; 8];
+            x[..4].copy_from_slice(&z);
+            FullFilter { x, p }
+        }
+
+        fn predict(&mut self, dt: f64, params: &KalmanParams) {
+            let sizes = [self.x[2], self.x[3], self.x[2], self.x[3]];
+            let mut f: M8 =
+                std::array::from_fn(|i| std::array::from_fn(|j| f64::from(u8::from(i == j))));
+            let mut q = [[0.0; 8]; 8];
+            for i in 0..4 {
+                f[i][i + 4] = dt;
+                let a = params.acceleration_var(sizes[i]);
+                q[i][i] = a * dt.powi(4) / 4.0;
+                q[i][i + 4] = a * dt.powi(3) / 2.0;
+                q[i + 4][i] = q[i][i + 4];
+                q[i + 4][i + 4] = a * dt * dt;
+            }
+            self.x = std::array::from_fn(|i| (0..8).map(|k| f[i][k] * self.x[k]).sum());
+            let fp = mul(&f, &self.p);
+            let fpf = mul(&fp, &transpose(&f));
+            self.p = std::array::from_fn(|i| std::array::from_fn(|j| fpf[i][j] + q[i][j]));
+        }
+
+        fn update(&mut self, z: [f64; 4], params: &KalmanParams) {
+            let sizes = [z[2], z[3], z[2], z[3]];
+            // S = H P Hᵀ + R: the top-left 4×4 of P plus R.
+            let s: [[f64; 4]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    self.p[i][j]
+                        + if i == j {
+                            params.measurement_var(sizes[i])
+                        } else {
+                            0.0
+                        }
+                })
+            });
+            let s_inv = invert4(s);
+            // K = P Hᵀ S⁻¹ (8×4); P Hᵀ is P's first four columns.
+            let k: [[f64; 4]; 8] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| (0..4).map(|m| self.p[i][m] * s_inv[m][j]).sum())
+            });
+            let y: [f64; 4] = std::array::from_fn(|i| z[i] - self.x[i]);
+            for (x, k_row) in self.x.iter_mut().zip(&k) {
+                *x += (0..4).map(|j| k_row[j] * y[j]).sum::<f64>();
+            }
+            // P = (I − K H) P
+            let mut ikh = [[0.0; 8]; 8];
+            for i in 0..8 {
+                ikh[i][i] = 1.0;
+                for j in 0..4 {
+                    ikh[i][j] -= k[i][j];
+                }
+            }
+            self.p = mul(&ikh, &self.p);
+        }
+    }
+
+    #[test]
+    fn four_axis_filters_equal_the_full_eight_state_filter() {
+        // The block-diagonal argument of the module doc, checked numerically: a wandering,
+        // resizing box through 40 predict/update steps with uneven time steps.
+        let params = KalmanParams::default();
+        let at = |i: f64| {
+            BoundingBox::from_center(
+                (300.0 + 40.0 * i + 15.0 * (i * 0.7).sin()) as f32,
+                (200.0 - 10.0 * i + 8.0 * (i * 1.3).cos()) as f32,
+                (80.0 + 5.0 * (i * 0.4).sin()) as f32,
+                (160.0 + 9.0 * (i * 0.9).cos()) as f32,
+            )
+        };
+        let mut split = BoxFilter::new(&at(0.0), &params);
+        let mut full = FullFilter::new(measurement(&at(0.0)), &params);
+        for i in 1..=40 {
+            let dt = 0.02 + 0.015 * f64::from(i % 3);
+            split.predict(dt, &params);
+            full.predict(dt, &params);
+            let b = at(f64::from(i));
+            split.update(&b, &params);
+            full.update(measurement(&b), &params);
+            for (a, axis) in split.axes().iter().enumerate() {
+                let rel = |x: f64, y: f64| (x - y).abs() <= 1e-9 * (1.0 + y.abs());
+                assert!(rel(axis.position, full.x[a]), "step {i} axis {a}");
+                assert!(rel(axis.velocity, full.x[a + 4]), "step {i} axis {a}");
+                assert!(
+                    rel(axis.covariance[0][0], full.p[a][a]),
+                    "step {i} axis {a}"
+                );
+                assert!(
+                    rel(axis.covariance[0][1], full.p[a][a + 4]),
+                    "step {i} axis {a}"
+                );
+                assert!(rel(axis.covariance[1][1], full.p[a + 4][a + 4]), "step {i}");
+            }
+            // Everything off the four 2×2 blocks stays zero.
+            for r in 0..8 {
+                for c in 0..8 {
+                    if r % 4 != c % 4 {
+                        assert!(full.p[r][c].abs() < 1e-9, "P[{r}][{c}] = {}", full.p[r][c]);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn shrinking_box_stops_at_one_pixel() {
         let params = KalmanParams::default();
