@@ -185,6 +185,20 @@ pub enum GpioError {
         pin: u8,
         detail: String,
     },
+    #[error(
+        "the board config has a [gpio] section but this lookout was built without GPIO \
+         support: rebuild with `--features rpi` (or `--features pi`), or remove [gpio]"
+    )]
+    NotCompiled,
+}
+
+/// Fails when the board config has a `[gpio]` section but this build cannot drive pins, so
+/// `lookout run` stops at start-up instead of silently ignoring the wiring.
+pub fn check_support(config: Option<&GpioConfig>) -> Result<(), GpioError> {
+    if config.is_some() && !cfg!(feature = "rpi") {
+        return Err(GpioError::NotCompiled);
+    }
+    Ok(())
 }
 
 fn pin_error<E: core::fmt::Debug>(role: &'static str) -> impl Fn(E) -> GpioError {
@@ -588,6 +602,19 @@ mod tests {
             .unwrap();
         led.done();
         out.done();
+    }
+
+    #[test]
+    fn a_gpio_section_needs_the_rpi_feature() {
+        assert!(check_support(None).is_ok());
+        let c = config("heartbeat_pin = 17").unwrap();
+        let result = check_support(Some(&c));
+        if cfg!(feature = "rpi") {
+            assert!(result.is_ok());
+        } else {
+            let e = result.unwrap_err().to_string();
+            assert!(e.contains("--features rpi"), "{e}");
+        }
     }
 
     fn config(text: &str) -> Result<GpioConfig, String> {
