@@ -330,6 +330,23 @@ mod tests {
         let ids: Vec<u32> = body.events.iter().map(|e| e.track_id).collect();
         assert!(ids.contains(&71) && ids.contains(&72), "{ids:?}");
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+        // The largest Tracks message, every field at its widest encoding, fits one frame.
+        let widest = Event {
+            track_id: u32::MAX,
+            kind: Kind::Update,
+            class_id: usize::MAX,
+            score: 1.0,
+            bbox: BoundingBox {
+                x1: 70_000.0,
+                y1: 70_000.0,
+                x2: 70_000.0,
+                y2: 70_000.0,
+            },
+            velocity_px_s: [-1e9, 1e9],
+        };
+        let body = tracks_body(&[widest; MAX_TRACK_EVENTS]);
+        frame(&MessageBuilder::new(u16::MAX).message(u64::MAX, u32::MAX, body)).unwrap();
     }
 
     #[test]
