@@ -33,7 +33,7 @@ fn scene(n: usize, i: u64) -> Vec<Detection> {
 
 fn tracker_update(c: &mut Criterion) {
     let mut group = c.benchmark_group("tracker update");
-    for n in [10usize, 50] {
+    for n in [10usize, 50, 200] {
         // Settle first so the measured frames match n confirmed tracks to n detections.
         let mut tracker = Tracker::new(TrackerConfig::default());
         for i in 0..8 {

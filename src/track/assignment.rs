@@ -1,7 +1,9 @@
 //! Optimal assignment of rows to columns (tracks to detections) at least total cost: the
 //! Hungarian method in its shortest-augmenting-path form with potentials (Jonker–Volgenant
-//! style), O(n²·m) for n ≤ m. Written here because it is forty lines and the crates that have
-//! it bring integer-only costs or a graph library with them.
+//! style), O(n²·m) for n ≤ m, and on top of it the gated form the tracker needs (only some
+//! pairs allowed; most pairs first, then least cost), solved per connected component. Written
+//! here because it is short and the crates that have it bring integer-only costs or a graph
+//! library with them.
 
 /// For a `rows × cols` cost matrix in row-major order, the column given to each row (`None`
 /// for rows left over when there are more rows than columns), minimising the summed cost of
@@ -46,6 +48,79 @@ pub fn min_cost_assignment(costs: &[f64], rows: usize, cols: usize) -> Vec<Optio
         }
         by_row
     }
+}
+
+/// Among the allowed pairs `edges` (`(row, col, cost)`), a matching — no row or column used
+/// twice — with the most pairs and, among those, the least total cost; returns each row's
+/// column. Pairs not listed are not allowed; edges out of range or with a non-finite cost are
+/// ignored, and a pair listed twice keeps its lower cost.
+///
+/// Rows and columns joined by no chain of edges cannot affect each other's pairing, so each
+/// connected component is solved on its own: a scene of scattered objects is many 1×1 or 2×2
+/// problems instead of one large dense one.
+pub fn max_matching_min_cost(
+    rows: usize,
+    cols: usize,
+    edges: &[(usize, usize, f64)],
+) -> Vec<Option<usize>> {
+    let mut by_row = vec![None; rows];
+    let valid: Vec<&(usize, usize, f64)> = edges
+        .iter()
+        .filter(|(r, c, cost)| *r < rows && *c < cols && cost.is_finite())
+        .collect();
+    // Union-find over rows (0..rows) and columns (rows..rows + cols).
+    let mut parent: Vec<usize> = (0..rows + cols).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for &&(r, c, _) in &valid {
+        let (a, b) = (root(&mut parent, r), root(&mut parent, rows + c));
+        if a != b {
+            parent[a] = b;
+        }
+    }
+    let mut grouped: Vec<(usize, usize, usize, f64)> = valid
+        .iter()
+        .map(|&&(r, c, cost)| (root(&mut parent, r), r, c, cost))
+        .collect();
+    grouped.sort_by_key(|&(g, r, c, _)| (g, r, c));
+    for component in grouped.chunk_by(|a, b| a.0 == b.0) {
+        if let [(_, r, c, _)] = component {
+            by_row[*r] = Some(*c);
+            continue;
+        }
+        let mut local_rows: Vec<usize> = component.iter().map(|e| e.1).collect();
+        let mut local_cols: Vec<usize> = component.iter().map(|e| e.2).collect();
+        local_rows.dedup(); // sorted by row already
+        local_cols.sort_unstable();
+        local_cols.dedup();
+        let (nr, nc) = (local_rows.len(), local_cols.len());
+        let max_abs = component.iter().fold(0.0f64, |m, e| m.max(e.3.abs()));
+        // Costlier than any difference the allowed pairs can make, so the solver first
+        // minimises the number of disallowed pairs it is forced to take.
+        let forbidden = 2.0 * (nr.min(nc) as f64 + 1.0) * (max_abs + 1.0);
+        let mut costs = vec![forbidden; nr * nc];
+        let mut allowed = vec![false; nr * nc];
+        for &(_, r, c, cost) in component {
+            let (i, j) = (
+                local_rows.binary_search(&r).unwrap_or_default(),
+                local_cols.binary_search(&c).unwrap_or_default(),
+            );
+            let k = i * nc + j;
+            costs[k] = if allowed[k] { costs[k].min(cost) } else { cost };
+            allowed[k] = true;
+        }
+        for (i, j) in min_cost_assignment(&costs, nr, nc).iter().enumerate() {
+            if let Some(j) = j.filter(|j| allowed[i * nc + j]) {
+                by_row[local_rows[i]] = Some(local_cols[j]);
+            }
+        }
+    }
+    by_row
 }
 
 /// The n ≤ m case. Index 0 of `col_owner`/`way`/`v` is a virtual column that starts each
@@ -230,6 +305,96 @@ mod tests {
                 ),
             )
         })
+    }
+
+    /// (pairs, least cost) of the best matching over `allowed` (NaN = not allowed), by
+    /// trying every one.
+    fn brute_force_matching(costs: &[f64], rows: usize, cols: usize) -> (usize, f64) {
+        fn go(
+            costs: &[f64],
+            cols: usize,
+            row: usize,
+            rows: usize,
+            used: &mut [bool],
+        ) -> (usize, f64) {
+            if row == rows {
+                return (0, 0.0);
+            }
+            let mut best = go(costs, cols, row + 1, rows, used);
+            for c in 0..cols {
+                let cost = costs[row * cols + c];
+                if used[c] || cost.is_nan() {
+                    continue;
+                }
+                used[c] = true;
+                let (n, total) = go(costs, cols, row + 1, rows, used);
+                used[c] = false;
+                let candidate = (n + 1, total + cost);
+                if candidate.0 > best.0 || (candidate.0 == best.0 && candidate.1 < best.1) {
+                    best = candidate;
+                }
+            }
+            best
+        }
+        go(costs, cols, 0, rows, &mut vec![false; cols])
+    }
+
+    #[test]
+    fn matching_pairs_only_allowed_edges_and_prefers_more_pairs() {
+        // Row 0 could take column 0 cheaply, but then row 1 (allowed only column 0) would
+        // go without: two dearer pairs beat one cheap pair.
+        let edges = [(0, 0, 0.1), (0, 1, 0.9), (1, 0, 0.8)];
+        assert_eq!(max_matching_min_cost(2, 2, &edges), vec![Some(1), Some(0)]);
+        // Separate components, a duplicate edge (lower cost wins) and junk edges.
+        let edges = [
+            (0, 0, 0.5),
+            (2, 3, 0.2),
+            (2, 3, 0.1),
+            (1, 9, 0.0),
+            (1, 1, f64::NAN),
+        ];
+        assert_eq!(
+            max_matching_min_cost(3, 4, &edges),
+            vec![Some(0), None, Some(3)]
+        );
+    }
+
+    fn sparse_matrix() -> impl Strategy<Value = (usize, usize, Vec<f64>)> {
+        (1usize..=6, 1usize..=6).prop_flat_map(|(r, c)| {
+            (
+                Just(r),
+                Just(c),
+                prop::collection::vec(
+                    prop_oneof![2 => Just(f64::NAN), 3 => 0.0f64..1.0, 1 => Just(0.5)],
+                    r * c,
+                ),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn sparse_matching_matches_brute_force((rows, cols, costs) in sparse_matrix()) {
+            let edges: Vec<(usize, usize, f64)> = (0..rows * cols)
+                .filter(|k| !costs[*k].is_nan())
+                .map(|k| (k / cols, k % cols, costs[k]))
+                .collect();
+            let m = max_matching_min_cost(rows, cols, &edges);
+            let mut used = vec![false; cols];
+            let mut total = 0.0;
+            for (r, c) in m.iter().enumerate() {
+                if let Some(c) = c {
+                    prop_assert!(!used[*c]);
+                    used[*c] = true;
+                    prop_assert!(!costs[r * cols + c].is_nan(), "took a pair not allowed");
+                    total += costs[r * cols + c];
+                }
+            }
+            let (best_n, best_cost) = brute_force_matching(&costs, rows, cols);
+            prop_assert_eq!(m.iter().flatten().count(), best_n);
+            prop_assert!((total - best_cost).abs() < 1e-9, "{total} vs {best_cost}");
+        }
     }
 
     proptest! {

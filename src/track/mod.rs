@@ -181,8 +181,8 @@ pub struct Tracker {
     last_timestamp_us: Option<u64>,
     events: Vec<TrackEvent>,
     track_ids: Vec<Option<u32>>,
-    // Scratch kept between frames so a steady scene allocates nothing.
-    costs: Vec<f64>,
+    /// Allowed track–detection pairs and their costs, kept between frames to reuse the memory.
+    pairs: Vec<(usize, usize, f64)>,
 }
 
 impl Tracker {
@@ -200,7 +200,7 @@ impl Tracker {
             last_timestamp_us: None,
             events: Vec::new(),
             track_ids: Vec::new(),
-            costs: Vec::new(),
+            pairs: Vec::new(),
         }
     }
 
@@ -317,43 +317,22 @@ impl Tracker {
     /// tracks whose predicted box overlaps the detection by at least `iou_threshold` (and
     /// that share its class when `per_class`), and among those the greatest summed IoU.
     fn associate(&mut self, detections: &[Detection]) -> Vec<Option<usize>> {
-        let (rows, cols) = (self.tracks.len(), detections.len());
-        if rows == 0 || cols == 0 {
-            return vec![None; rows];
-        }
-        let predicted: Vec<BoundingBox> = self.tracks.iter().map(Track::bbox).collect();
-        self.costs.clear();
-        self.costs.reserve(rows * cols);
-        // A gated-out pair costs more than every allowed pair together (each costs at most
-        // 1), so the solver first pairs as many as it can, then maximises IoU.
-        let forbidden = (rows.min(cols) + 1) as f64;
-        let mut any_allowed = false;
-        for (track, bbox) in self.tracks.iter().zip(&predicted) {
-            for det in detections {
-                let allowed_class = !self.config.per_class || det.class_id == track.class_id;
-                let iou = if allowed_class && trackable(&det.bbox) {
-                    bbox.iou(&det.bbox)
-                } else {
-                    0.0
-                };
-                if iou >= self.config.iou_threshold && iou > 0.0 {
-                    any_allowed = true;
-                    self.costs.push(1.0 - f64::from(iou));
-                } else {
-                    self.costs.push(forbidden);
+        let rows = self.tracks.len();
+        self.pairs.clear();
+        for (t, track) in self.tracks.iter().enumerate() {
+            let predicted = track.bbox();
+            for (d, det) in detections.iter().enumerate() {
+                if self.config.per_class && det.class_id != track.class_id {
+                    continue;
+                }
+                let iou = predicted.iou(&det.bbox);
+                // NaN IoU (a non-finite detection box) fails this test too.
+                if iou >= self.config.iou_threshold && iou > 0.0 && trackable(&det.bbox) {
+                    self.pairs.push((t, d, 1.0 - f64::from(iou)));
                 }
             }
         }
-        if !any_allowed {
-            return vec![None; rows];
-        }
-        let mut matches = assignment::min_cost_assignment(&self.costs, rows, cols);
-        for (t, m) in matches.iter_mut().enumerate() {
-            if m.is_some_and(|d| self.costs[t * cols + d] >= forbidden) {
-                *m = None;
-            }
-        }
-        matches
+        assignment::max_matching_min_cost(rows, detections.len(), &self.pairs)
     }
 }
 
