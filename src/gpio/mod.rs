@@ -1,7 +1,7 @@
 //! Pins a robot builder wires to lookout: a heartbeat/status LED, an alert output that is high
 //! while a chosen class is in view (optionally only inside a zone of the frame), and a trigger
 //! input that gates inference. Written against the `embedded-hal` 1.0 digital traits, so the
-//! logic runs on any HAL and is tested with mock pins; [`rpi`] (feature `rpi`) opens real pins
+//! logic runs on any HAL and is tested with mock pins; `gpio::rpi` (feature `rpi`) opens real pins
 //! on a Raspberry Pi by their BCM numbers from the `[gpio]` config section.
 //!
 //! Nothing here sleeps or reads the time itself: the caller passes `now_us` (from a
@@ -13,10 +13,10 @@ pub mod rpi;
 
 use crate::decode::Detection;
 use embedded_hal::digital::{InputPin, OutputPin};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `[gpio]` section of a board config. Pins are BCM GPIO numbers (not header positions).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpioConfig {
     /// LED that blinks while lookout runs: slowly when healthy, fast when not.
@@ -57,7 +57,7 @@ fn default_alert_hold_ms() -> u32 {
 }
 
 /// When the trigger input lets inference run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerMode {
     /// Every frame while the input is active.
@@ -69,7 +69,7 @@ pub enum TriggerMode {
 }
 
 /// Internal pull resistor for an input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pull {
     #[default]
@@ -640,6 +640,19 @@ mod tests {
             (c.trigger_mode, c.trigger_pull),
             (TriggerMode::RisingEdge, Pull::Up)
         );
+    }
+
+    #[test]
+    fn shipped_pi_wiring_prints_back_as_toml_that_parses_the_same() {
+        // What `lookout check` would print must read back to the same settings.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/board-configs/rpi5.toml");
+        let board = crate::config::BoardConfig::load(std::path::Path::new(path)).unwrap();
+        let gpio = board.gpio.expect("rpi5.toml has a [gpio] section");
+        let text = toml::to_string(&gpio).unwrap();
+        assert_eq!(config(&text).unwrap(), gpio, "{text}");
+        let tracker: crate::track::TrackerConfig =
+            toml::from_str(&toml::to_string(&board.tracker).unwrap()).unwrap();
+        assert_eq!(tracker, board.tracker);
     }
 
     #[test]

@@ -18,10 +18,10 @@ pub mod kalman;
 
 use crate::decode::{BoundingBox, Detection};
 use kalman::{BoxFilter, KalmanParams};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `[tracker]` section of a board config.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerConfig {
     /// Consecutive matches before a track is confirmed, given an id and reported.
