@@ -228,7 +228,9 @@ fn drive<P: OutputPin>(
 }
 
 /// A status LED. Healthy: on for the first half of each period, off for the second. Unhealthy:
-/// four short blinks per period, so a glance tells the two apart.
+/// four short blinks per period, so a glance tells the two apart. Call `update` several times
+/// per period (every frame, or from a timer); an LED that stops blinking means lookout stopped
+/// calling it, which is the third state a user should be able to see.
 #[derive(Debug)]
 pub struct Heartbeat<P> {
     pin: P,
