@@ -14,6 +14,10 @@ pub struct BoardConfig {
     pub detector: DetectorSection,
     /// Present when this board publishes to an MQTT broker.
     pub mqtt: Option<MqttSection>,
+    #[serde(default)]
+    pub tracker: crate::track::TrackerConfig,
+    /// Absent: lookout drives no pins.
+    pub gpio: Option<crate::gpio::GpioConfig>,
 }
 
 /// What the board is, for logs and reports.
@@ -260,6 +264,10 @@ impl BoardConfig {
                 ));
             }
         }
+        self.tracker.validate().map_err(|(k, p)| invalid(k, p))?;
+        if let Some(gpio) = &self.gpio {
+            gpio.validate().map_err(|(k, p)| invalid(k, p))?;
+        }
         Ok(())
     }
 }
@@ -393,6 +401,29 @@ mod tests {
         let m = cfg.mqtt.unwrap();
         assert_eq!(m.ca_file.unwrap(), Path::new("/etc/lookout/ca.pem"));
         assert_eq!(m.password_file.unwrap(), Path::new("/run/secret"));
+    }
+
+    #[test]
+    fn tracker_and_gpio_errors_name_file_and_key() {
+        let err = parse("[tracker]\nmin_hits = 0\n").unwrap_err().to_string();
+        assert!(
+            err.contains("board.toml") && err.contains("tracker.min_hits"),
+            "{err}"
+        );
+        let err = parse("[tracker]\nmax_misses = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_misses") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = parse("[gpio]\nalert_pin = 99\nalert_classes = [\"person\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("board.toml") && err.contains("gpio.alert_pin") && err.contains("0 to 27"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@
 pub mod annotate;
 pub mod bench;
 pub mod build_info;
+pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod gpio;
 pub mod health;
 pub mod infer;
 pub mod manifest;
@@ -17,3 +19,4 @@ pub mod preprocess;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod track;

@@ -9,8 +9,9 @@ pub mod serial;
 
 use crate::decode::Detection;
 use lookout_wire::{
-    Body, ClassTable, Detections, Header, Message, PixelBox, Score, MAX_CLASS_NAMES,
-    MAX_CLASS_NAME_LEN, MAX_DETECTIONS, MAX_FRAME_LEN, MAX_MODEL_NAME_LEN, PROTOCOL_VERSION,
+    Body, ClassTable, Detections, Header, Message, PixelBox, Score, TrackEvent, TrackEventKind,
+    Tracks, MAX_CLASS_NAMES, MAX_CLASS_NAME_LEN, MAX_DETECTIONS, MAX_FRAME_LEN, MAX_MODEL_NAME_LEN,
+    MAX_TRACK_EVENTS, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 
@@ -88,20 +89,40 @@ fn to_pixel(v: f32) -> u16 {
     v.round().clamp(0.0, u16::MAX as f32) as u16
 }
 
+fn pixel_box(b: &crate::decode::BoundingBox) -> PixelBox {
+    PixelBox {
+        x1: to_pixel(b.x1),
+        y1: to_pixel(b.y1),
+        x2: to_pixel(b.x2),
+        y2: to_pixel(b.y2),
+    }
+}
+
+fn class_id(id: usize) -> u16 {
+    id.min(u16::MAX as usize) as u16
+}
+
 /// A Detections body: the best `MAX_DETECTIONS` of `detections` (they arrive sorted by score).
 pub fn detections_body(width: u32, height: u32, detections: &[Detection]) -> Body {
+    detections_body_with_track_ids(width, height, detections, &[])
+}
+
+/// A Detections body whose detections carry the id of the track following them:
+/// `track_ids[i]` belongs to `detections[i]` (as [`crate::track::TrackUpdate::track_ids`]
+/// gives them); missing entries mean no track.
+pub fn detections_body_with_track_ids(
+    width: u32,
+    height: u32,
+    detections: &[Detection],
+    track_ids: &[Option<u32>],
+) -> Body {
     let mut list = lookout_wire::heapless::Vec::new();
-    for d in detections.iter().take(MAX_DETECTIONS) {
+    for (i, d) in detections.iter().enumerate().take(MAX_DETECTIONS) {
         let item = lookout_wire::Detection {
-            class_id: d.class_id.min(u16::MAX as usize) as u16,
+            class_id: class_id(d.class_id),
             score: Score::from_f32(d.score),
-            bbox: PixelBox {
-                x1: to_pixel(d.bbox.x1),
-                y1: to_pixel(d.bbox.y1),
-                x2: to_pixel(d.bbox.x2),
-                y2: to_pixel(d.bbox.y2),
-            },
-            track_id: None,
+            bbox: pixel_box(&d.bbox),
+            track_id: track_ids.get(i).copied().flatten(),
         };
         // Cannot fail: at most MAX_DETECTIONS are taken.
         let _ = list.push(item);
@@ -111,6 +132,43 @@ pub fn detections_body(width: u32, height: u32, detections: &[Detection]) -> Bod
         height: height.min(u16::MAX as u32) as u16,
         detections: list,
     })
+}
+
+/// A Tracks body from a frame's track events. When there are more than `MAX_TRACK_EVENTS`,
+/// births and ends go first, then updates, then lost tracks (whose boxes are only predictions).
+pub fn tracks_body(events: &[crate::track::TrackEvent]) -> Body {
+    use crate::track::TrackEventKind as Kind;
+    let rank = |k: Kind| match k {
+        Kind::New | Kind::End => 0,
+        Kind::Update => 1,
+        Kind::Lost => 2,
+    };
+    let mut order: Vec<&crate::track::TrackEvent> = events.iter().collect();
+    if order.len() > MAX_TRACK_EVENTS {
+        order.sort_by_key(|e| rank(e.kind)); // stable: track-id order within a rank
+        order.truncate(MAX_TRACK_EVENTS);
+        order.sort_by_key(|e| e.track_id);
+    }
+    let velocity = |v: f32| v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16;
+    let mut list = lookout_wire::heapless::Vec::new();
+    for e in order {
+        let item = TrackEvent {
+            track_id: e.track_id,
+            event: match e.kind {
+                Kind::New => TrackEventKind::New,
+                Kind::Update => TrackEventKind::Update,
+                Kind::Lost => TrackEventKind::Lost,
+                Kind::End => TrackEventKind::End,
+            },
+            class_id: class_id(e.class_id),
+            score: Score::from_f32(e.score),
+            bbox: pixel_box(&e.bbox),
+            velocity_px_s: e.velocity_px_s.map(velocity),
+        };
+        // Cannot fail: at most MAX_TRACK_EVENTS are taken.
+        let _ = list.push(item);
+    }
+    Body::Tracks(Tracks { events: list })
 }
 
 fn bounded<const N: usize>(s: &str) -> lookout_wire::heapless::String<N> {
@@ -206,6 +264,96 @@ mod tests {
             )
         );
         assert!((w.score.to_f32() - 0.85).abs() < 1e-4);
+    }
+
+    #[test]
+    fn detections_carry_the_track_ids_given() {
+        let d = |x: f32| Detection {
+            class_id: 0,
+            score: 0.5,
+            bbox: BoundingBox::from_center(x, 10.0, 4.0, 4.0),
+        };
+        let dets = [d(10.0), d(20.0), d(30.0)];
+        // The third detection has no entry: no track.
+        let Body::Detections(body) =
+            detections_body_with_track_ids(64, 64, &dets, &[Some(7), None])
+        else {
+            panic!()
+        };
+        let ids: Vec<_> = body.detections.iter().map(|d| d.track_id).collect();
+        assert_eq!(ids, vec![Some(7), None, None]);
+    }
+
+    #[test]
+    fn track_events_become_wire_events_with_rounded_velocities() {
+        use crate::track::{TrackEvent as Event, TrackEventKind as Kind};
+        let e = Event {
+            track_id: 4,
+            kind: Kind::Lost,
+            class_id: 2,
+            score: 0.5,
+            bbox: BoundingBox::from_center(50.0, 40.0, 20.0, 10.0),
+            velocity_px_s: [12.6, -40_000.0],
+        };
+        let Body::Tracks(body) = tracks_body(&[e]) else {
+            panic!()
+        };
+        let w = body.events[0];
+        assert_eq!(
+            (w.track_id, w.event, w.class_id, w.velocity_px_s),
+            (4, TrackEventKind::Lost, 2, [13, i16::MIN])
+        );
+        assert_eq!(
+            w.bbox,
+            PixelBox {
+                x1: 40,
+                y1: 35,
+                x2: 60,
+                y2: 45
+            }
+        );
+        frame(&MessageBuilder::new(0).message(0, 0, Body::Tracks(body))).unwrap();
+    }
+
+    #[test]
+    fn too_many_track_events_keep_births_and_ends_before_lost_tracks() {
+        use crate::track::{TrackEvent as Event, TrackEventKind as Kind};
+        let event = |track_id: u32, kind| Event {
+            track_id,
+            kind,
+            class_id: 0,
+            score: 0.5,
+            bbox: BoundingBox::from_center(5.0, 5.0, 2.0, 2.0),
+            velocity_px_s: [0.0, 0.0],
+        };
+        // 70 lost tracks (ids 1..=70), then one end and one birth.
+        let mut events: Vec<Event> = (1..=70).map(|id| event(id, Kind::Lost)).collect();
+        events.push(event(71, Kind::End));
+        events.push(event(72, Kind::New));
+        let Body::Tracks(body) = tracks_body(&events) else {
+            panic!()
+        };
+        assert_eq!(body.events.len(), MAX_TRACK_EVENTS);
+        let ids: Vec<u32> = body.events.iter().map(|e| e.track_id).collect();
+        assert!(ids.contains(&71) && ids.contains(&72), "{ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+        // The largest Tracks message, every field at its widest encoding, fits one frame.
+        let widest = Event {
+            track_id: u32::MAX,
+            kind: Kind::Update,
+            class_id: usize::MAX,
+            score: 1.0,
+            bbox: BoundingBox {
+                x1: 70_000.0,
+                y1: 70_000.0,
+                x2: 70_000.0,
+                y2: 70_000.0,
+            },
+            velocity_px_s: [-1e9, 1e9],
+        };
+        let body = tracks_body(&[widest; MAX_TRACK_EVENTS]);
+        frame(&MessageBuilder::new(u16::MAX).message(u64::MAX, u32::MAX, body)).unwrap();
     }
 
     #[test]
