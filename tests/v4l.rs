@@ -279,7 +279,13 @@ fn unplugged_camera_is_reported_reopened_and_resumes_with_the_next_frame() {
     ) {
         return;
     }
-    let mut source = V4l2Source::open(&camera("YUYV", 320, 240, 250)).unwrap();
+    // Opened through a stable link, as a /dev/v4l/by-id/ path would be.
+    let dir = common::scratch("v4l-by-id");
+    let link = dir.join("usb-lookout-test-camera-video-index0");
+    std::os::unix::fs::symlink(DEVICE, &link).unwrap();
+    let mut settings = camera("YUYV", 320, 240, 250);
+    settings.device = link.to_str().unwrap().into();
+    let mut source = V4l2Source::open(&settings).unwrap();
     let mut frames = Vec::new();
     let mut errors = Vec::new();
     let started = Instant::now();
@@ -304,7 +310,9 @@ fn unplugged_camera_is_reported_reopened_and_resumes_with_the_next_frame() {
         "{:?}",
         errors[0]
     );
-    assert!(errors[0].to_string().contains("/dev/video-lookout-test"));
+    assert!(errors[0]
+        .to_string()
+        .contains("usb-lookout-test-camera-video-index0"));
     // While the device is gone, reopening fails and backs off (100 ms, 200 ms, ...).
     assert!(errors[1..]
         .iter()

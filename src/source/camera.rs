@@ -203,6 +203,28 @@ mod tests {
         assert!(r.validate().is_ok() && r.looping && r.pace() == Pace::AsFastAsPossible);
     }
 
+    #[test]
+    fn host_replay_board_config_opens_a_looping_replay_of_the_sample_photos() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::BoardConfig::load(&root.join("board-configs/host-replay.toml")).unwrap();
+        let mut replay = config.replay.expect("host-replay has a [replay] section");
+        assert!(replay.looping);
+        replay.path = root.join(&replay.path);
+        let mut source = replay.open().unwrap();
+        assert!(
+            source.describe().contains("looping"),
+            "{}",
+            source.describe()
+        );
+        let first = source.next_frame().unwrap().unwrap();
+        let second = source.next_frame().unwrap().unwrap();
+        assert_eq!((first.frame_id, second.frame_id), (0, 1));
+        assert_eq!(first.format, PixelFormat::Rgb24);
+        // Paced at 5 fps: 200 ms apart.
+        assert!(second.timestamp_us - first.timestamp_us >= 190_000);
+    }
+
     #[cfg(not(feature = "v4l"))]
     #[test]
     fn camera_without_the_feature_names_the_feature() {

@@ -3,7 +3,8 @@
  * open, syscall(SYS_ioctl), mmap, poll) runs end to end on machines that cannot load kernel
  * modules. Built and preloaded by tests/v4l.rs; nothing here is part of lookout itself.
  *
- * Opening LOOKOUT_SHIM_DEVICE (default /dev/video-lookout-test) returns a memfd that stands
+ * Opening LOOKOUT_SHIM_DEVICE (default /dev/video-lookout-test), directly or through a symlink
+ * (absolute target), returns a memfd that stands
  * in for the device node: the driver's buffers are slices of it, so the caller's mmap() of
  * the fd works untouched. The V4L2 ioctls on that fd are answered here:
  *   QUERYCAP, ENUM_FMT, ENUM_FRAMESIZES, ENUM_FRAMEINTERVALS, G/S/TRY_FMT, G/S_PARM,
@@ -551,11 +552,22 @@ static int fake_open(void) {
     return fd;
 }
 
+/* The device path itself, or a symlink to it (as /dev/v4l/by-id/ links are), followed a
+ * few levels like the kernel would. */
 static int is_device(const char *path) {
     if (!path) return 0;
     pthread_mutex_lock(&lock);
     init_locked();
-    int r = strcmp(path, device_path) == 0;
+    char current[512], target[512];
+    snprintf(current, sizeof current, "%s", path);
+    int r = 0;
+    for (int depth = 0; depth < 8 && !r; depth++) {
+        r = strcmp(current, device_path) == 0;
+        ssize_t n = readlink(current, target, sizeof target - 1);
+        if (n <= 0) break;
+        target[n] = 0;
+        snprintf(current, sizeof current, "%s", target);
+    }
     pthread_mutex_unlock(&lock);
     return r;
 }
