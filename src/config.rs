@@ -18,6 +18,10 @@ pub struct BoardConfig {
     pub tracker: crate::track::TrackerConfig,
     /// Absent: lookout drives no pins.
     pub gpio: Option<crate::gpio::GpioConfig>,
+    /// A V4L2 camera (`[camera]`).
+    pub camera: Option<crate::source::camera::CameraSection>,
+    /// Frames from files instead of a camera (`[replay]`).
+    pub replay: Option<crate::source::camera::ReplaySection>,
 }
 
 /// What the board is, for logs and reports.
@@ -268,6 +272,12 @@ impl BoardConfig {
         if let Some(gpio) = &self.gpio {
             gpio.validate().map_err(|(k, p)| invalid(k, p))?;
         }
+        if let Some(camera) = &self.camera {
+            camera.validate().map_err(|(key, p)| invalid(key, p))?;
+        }
+        if let Some(replay) = &self.replay {
+            replay.validate().map_err(|(key, p)| invalid(key, p))?;
+        }
         Ok(())
     }
 }
@@ -424,6 +434,25 @@ mod tests {
             err.contains("board.toml") && err.contains("gpio.alert_pin") && err.contains("0 to 27"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn camera_and_replay_values_are_checked_with_file_and_key() {
+        let err = parse("[camera]\ndevice = \"/dev/video0\"\nformat = \"H264\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("board.toml") && err.contains("camera.format") && err.contains("YUYV"),
+            "{err}"
+        );
+        let err = parse("[replay]\npath = \"frames\"\nfps = -1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("replay.fps"), "{err}");
+        let err = parse("[camera]\ndevise = \"/dev/video0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("devise") && err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 mod bench;
 mod detect;
+mod devices;
 mod info;
 mod listen;
+mod record;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +36,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print the messages a lookout publishes (serial line or MQTT broker), as JSON lines.
     Listen(listen::ListenArgs),
+    /// List V4L2 cameras with the formats, sizes and frame rates they offer (feature `v4l`).
+    Devices(devices::DevicesArgs),
+    /// Record raw camera frames into a .lkraw file for replay on any host.
+    Record(record::RecordArgs),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
@@ -43,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),
         Command::Listen(args) => listen::run(args).map(|()| true),
+        Command::Devices(args) => devices::run(args),
+        Command::Record(args) => record::run(args).map(|()| true),
     }
 }
 

@@ -5,7 +5,10 @@ use super::{read_model_file, Engine, EngineOptions, ModelError, OpTime};
 use crate::decode::yolo::{anchor_count, decode_head, head_from_dfl, DecodeParams};
 use crate::decode::Detection;
 use crate::manifest::{locate, Manifest, ModelEntry};
+use crate::preprocess::colour::ConvertError;
+use crate::preprocess::raw_letterbox::RawLetterbox;
 use crate::preprocess::{letterbox_nchw, Letterbox, Normalisation};
+use crate::source::{FrameDataError, RawFrame};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -312,6 +315,37 @@ impl YoloDetector {
     ) -> Result<(Vec<Detection>, StageTimes), ModelError> {
         let t0 = Instant::now();
         let (input, lb) = self.prepare(image)?;
+        let preprocess = t0.elapsed();
+        let (detections, mut times) = self.detect_prepared(input, &lb, params)?;
+        times.preprocess = preprocess;
+        Ok((detections, times))
+    }
+
+    /// Letterboxes a camera frame (YUYV, NV12, MJPEG, RGB) straight into a network input,
+    /// converting colour in the same pass; `converter` keeps its tables between frames.
+    pub fn prepare_raw(
+        &self,
+        frame: &RawFrame,
+        converter: &mut RawLetterbox,
+    ) -> Result<(Tensor, Letterbox), ConvertError> {
+        let lb = Letterbox::new(frame.width, frame.height, self.input_w, self.input_h);
+        let mut buffer = vec![0.0f32; 3 * self.input_w as usize * self.input_h as usize];
+        converter.run(frame, &lb, &self.normalisation, &mut buffer)?;
+        let input =
+            tract_ndarray::ArrayD::from_shape_vec(self.engine.input_shape().to_vec(), buffer)
+                .map_err(|e| ConvertError::BadFrame(FrameDataError(e.to_string())))?
+                .into_tensor();
+        Ok((input, lb))
+    }
+
+    /// Runs a prepared input and decodes it; boxes are mapped back through `lb` to source
+    /// pixels. `StageTimes::preprocess` is left at zero for the caller to fill.
+    pub fn detect_prepared(
+        &mut self,
+        input: Tensor,
+        lb: &Letterbox,
+        params: &DecodeParams,
+    ) -> Result<(Vec<Detection>, StageTimes), ModelError> {
         let t1 = Instant::now();
         let head = self.head(input)?;
         let t2 = Instant::now();
@@ -324,7 +358,7 @@ impl YoloDetector {
         Ok((
             detections,
             StageTimes {
-                preprocess: t1 - t0,
+                preprocess: Duration::ZERO,
                 inference: t2 - t1,
                 decode: t3 - t2,
             },

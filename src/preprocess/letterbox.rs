@@ -103,7 +103,7 @@ impl Letterbox {
 
 /// One axis of a bilinear resize: for each destination index, the two source taps and the
 /// weight of the second. Half-pixel centres, edges clamped (OpenCV's `INTER_LINEAR`).
-fn bilinear_taps(src: u32, dst: u32) -> Vec<(usize, usize, f32)> {
+pub(crate) fn bilinear_taps(src: u32, dst: u32) -> Vec<(usize, usize, f32)> {
     let ratio = src as f32 / dst as f32;
     let last = src as usize - 1;
     (0..dst)

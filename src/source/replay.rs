@@ -1,6 +1,7 @@
-//! Replaying image files (PNG, JPEG, BMP) as frames: single files or whole directories.
+//! Replaying image files (PNG, JPEG, BMP) as frames: single files or whole directories, once
+//! or looping, as fast as asked or paced like a camera ([`ImageReplay`]).
 
-use super::Frame;
+use super::{Frame, FrameSource, Pace, Pacer, RawFrame, SourceError};
 use image::{ImageReader, Limits};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -132,6 +133,73 @@ pub fn load_frame(path: &Path, frame_id: u64) -> Result<Frame, ImageError> {
     })
 }
 
+/// Image files as a [`FrameSource`]: each file decoded to an RGB frame, stamped with the
+/// monotonic time it was delivered.
+#[derive(Debug)]
+pub struct ImageReplay {
+    files: Vec<PathBuf>,
+    position: usize,
+    looping: bool,
+    pacer: Pacer,
+    next_frame_id: u64,
+    /// Whether the current pass over the files delivered anything: a loop over files that all
+    /// fail to decode must end rather than spin.
+    delivered_this_pass: bool,
+}
+
+impl ImageReplay {
+    /// Expands `inputs` (files and directories, as [`expand_inputs`]); a missing path or an
+    /// empty directory is an error here, before anything runs.
+    pub fn new(inputs: &[PathBuf], pace: Pace, looping: bool) -> Result<ImageReplay, SourceError> {
+        let files = expand_inputs(inputs)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ImageReplay {
+            files,
+            position: 0,
+            looping,
+            pacer: Pacer::new(pace),
+            next_frame_id: 0,
+            delivered_this_pass: false,
+        })
+    }
+}
+
+impl FrameSource for ImageReplay {
+    fn next_frame(&mut self) -> Result<Option<RawFrame>, SourceError> {
+        if self.position == self.files.len() {
+            if !self.looping || self.files.is_empty() {
+                return Ok(None);
+            }
+            if !self.delivered_this_pass {
+                return Err(SourceError::Recording {
+                    path: self.files[0].clone(),
+                    reason: "none of the replayed images could be read; nothing to loop over"
+                        .into(),
+                });
+            }
+            self.position = 0;
+            self.delivered_this_pass = false;
+        }
+        let path = &self.files[self.position];
+        self.position += 1;
+        let frame = load_frame(path, self.next_frame_id)?;
+        let timestamp_us = self.pacer.wait();
+        let raw = RawFrame::from_rgb(frame.image, self.next_frame_id, timestamp_us);
+        self.next_frame_id += 1;
+        self.delivered_this_pass = true;
+        Ok(Some(raw))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "replay of {} image file(s){}",
+            self.files.len(),
+            if self.looping { ", looping" } else { "" }
+        )
+    }
+}
+
 /// Decoder limits: side length and a 1 GiB allocation cap.
 fn limits_for_decode() -> Limits {
     let mut limits = Limits::default();
@@ -187,6 +255,49 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec!["a.JPG", "b.png", "c.bmp"]);
+    }
+
+    #[test]
+    fn image_replay_loops_with_increasing_ids_and_times() {
+        let d = temp_dir("loop");
+        for name in ["a.png", "b.png"] {
+            image::RgbImage::new(4, 2).save(d.join(name)).unwrap();
+        }
+        let mut replay =
+            ImageReplay::new(std::slice::from_ref(&d), Pace::AsFastAsPossible, true).unwrap();
+        let frames: Vec<RawFrame> = (0..5)
+            .map(|_| replay.next_frame().unwrap().unwrap())
+            .collect();
+        let ids: Vec<u64> = frames.iter().map(|f| f.frame_id).collect();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4]);
+        assert!(frames
+            .windows(2)
+            .all(|w| w[0].timestamp_us <= w[1].timestamp_us));
+        assert_eq!((frames[0].width, frames[0].height), (4, 2));
+        let mut once =
+            ImageReplay::new(std::slice::from_ref(&d), Pace::AsFastAsPossible, false).unwrap();
+        assert!(once.next_frame().unwrap().is_some() && once.next_frame().unwrap().is_some());
+        assert!(once.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn image_replay_skips_a_bad_file_but_stops_when_all_are_bad() {
+        let d = temp_dir("bad");
+        std::fs::write(d.join("a.png"), b"not a png").unwrap();
+        image::RgbImage::new(2, 2).save(d.join("b.png")).unwrap();
+        let mut replay =
+            ImageReplay::new(std::slice::from_ref(&d), Pace::AsFastAsPossible, true).unwrap();
+        let err = replay.next_frame().unwrap_err();
+        assert!(
+            err.is_transient() && err.to_string().contains("a.png"),
+            "{err}"
+        );
+        assert!(replay.next_frame().unwrap().is_some());
+        std::fs::write(d.join("b.png"), b"broken now").unwrap();
+        assert!(replay.next_frame().unwrap_err().is_transient());
+        assert!(replay.next_frame().unwrap_err().is_transient());
+        let err = replay.next_frame().unwrap_err();
+        assert!(!err.is_transient(), "{err}");
     }
 
     #[test]
