@@ -12,6 +12,8 @@ pub struct BoardConfig {
     pub board: BoardSection,
     #[serde(default)]
     pub detector: DetectorSection,
+    /// A live LiDAR and its classifier (`lookout lidar --config`).
+    pub lidar: Option<crate::source::lidar::LidarSection>,
 }
 
 /// What the board is, for logs and reports.
@@ -99,6 +101,11 @@ impl BoardConfig {
         }
         if d.max_det == Some(0) {
             return Err(invalid("detector.max_det", "must be at least 1".into()));
+        }
+        if let Some(lidar) = &self.lidar {
+            lidar
+                .validate()
+                .map_err(|(key, problem)| invalid(key, problem))?;
         }
         Ok(())
     }

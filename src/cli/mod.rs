@@ -5,6 +5,7 @@
 mod bench;
 mod detect;
 mod info;
+mod lidar;
 mod listen;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print the messages a lookout publishes on a serial line, as JSON lines.
     Listen(listen::ListenArgs),
+    /// Classify objects in LiDAR scans (pcap, PCD/PLY or live Velodyne); one JSON line per scan.
+    Lidar(lidar::LidarArgs),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),
         Command::Listen(args) => listen::run(args).map(|()| true),
+        Command::Lidar(args) => lidar::run(args),
     }
 }
 

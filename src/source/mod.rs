@@ -1,6 +1,7 @@
 //! Where frames come from. Every source yields [`Frame`]s; the replay source reads image files
-//! so that everything downstream runs on any host.
+//! so that everything downstream runs on any host. [`lidar`] opens point-cloud sources.
 
+pub mod lidar;
 pub mod replay;
 
 use image::RgbImage;
