@@ -4,7 +4,7 @@
 //!
 //! Sources implement [`PointCloudSource`]: Velodyne packets from a pcap capture
 //! ([`pcap::VelodynePcapSource`]) or a live UDP socket ([`udp::VelodyneUdpSource`]), and files
-//! ([`pcd`], [`ply`]). [`process`] holds the per-scan stages: crop, voxel down-sampling, ground
+//! ([`pcd`], [`ply`]), and a Slamtec RPLIDAR on a serial line (feature `rplidar`). [`process`] holds the per-scan stages: crop, voxel down-sampling, ground
 //! removal, clustering and per-cluster sampling/normalisation. [`synthetic`] builds scenes with a
 //! known layout for tests and benchmarks.
 
@@ -12,6 +12,8 @@ pub mod pcap;
 pub mod pcd;
 pub mod ply;
 pub mod process;
+#[cfg(feature = "rplidar")]
+pub mod rplidar;
 pub mod synthetic;
 pub mod udp;
 pub mod velodyne;

@@ -29,11 +29,22 @@ def main():
     p.add_argument("--model", default=str(ROOT / "models/pointnet_synthetic.onnx"))
     p.add_argument("--per-class", type=int, default=5)
     p.add_argument("--seed", type=int, default=777)
+    p.add_argument("--check", action="store_true",
+                   help="regenerate in memory and compare with the committed files instead of writing")
     args = p.parse_args()
     points, labels = dataset.make_split(args.seed, args.per_class, 256)
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], {"points": points})[0]
     out = ROOT / "tests/fixtures"
+    if args.check:
+        committed = np.fromfile(out / "pointnet_heldout.f32", dtype="<f4").reshape(points.shape)
+        saved = json.loads((out / "pointnet_heldout.json").read_text())
+        same_inputs = np.array_equal(committed, points) and saved["labels"] == labels.tolist()
+        logit_diff = float(np.abs(np.array(saved["logits"]) - logits).max())
+        print(f"inputs identical: {same_inputs}; largest logit difference {logit_diff:.2e}")
+        if not same_inputs or logit_diff > 1e-4:
+            raise SystemExit("the committed PointNet references no longer match: rerun reference.py")
+        return
     out.mkdir(parents=True, exist_ok=True)
     points.astype("<f4").tofile(out / "pointnet_heldout.f32")
     model_bytes = pathlib.Path(args.model).read_bytes()
