@@ -4,8 +4,11 @@
 use super::default_threads;
 use anyhow::{bail, Context};
 use lookout::config::BoardConfig;
-use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
+use lookout::infer::pointnet::{
+    lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
+};
 use lookout::infer::EngineOptions;
+use lookout::sink::{class_table_bodies, MessageBuilder, Publisher};
 use lookout::source::lidar::{open, parse_model, LidarInput};
 use lookout_lidar::process::{segment, SegmentParams};
 use lookout_lidar::velodyne::CutAzimuth;
@@ -69,6 +72,33 @@ pub struct LidarArgs {
     /// Stop after this many scans.
     #[arg(long)]
     pub max_scans: Option<u64>,
+    /// Also publish each scan's objects as lookout-wire LidarObjects frames on this serial device.
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// Device id carried in every published message.
+    #[arg(long, default_value_t = 0)]
+    pub device_id: u16,
+}
+
+/// Opens the serial publisher when `--serial` was given.
+fn open_publisher(args: &LidarArgs) -> anyhow::Result<Option<Box<dyn Publisher>>> {
+    let Some(path) = &args.serial else {
+        return Ok(None);
+    };
+    #[cfg(feature = "serial")]
+    {
+        use lookout::sink::serial::{SerialConfig, SerialPublisher};
+        let publisher = SerialPublisher::open(SerialConfig::new(path, args.baud))?;
+        Ok(Some(Box::new(publisher)))
+    }
+    #[cfg(not(feature = "serial"))]
+    {
+        let _ = path;
+        bail!("{}", super::detect::NO_SERIAL)
+    }
 }
 
 #[derive(Serialize)]
@@ -156,14 +186,14 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
     };
     let live = matches!(input, LidarInput::Udp { .. });
     let mut source = open(&input)?;
+    let spec = args
+        .model
+        .as_deref()
+        .or(section.classifier.as_deref())
+        .unwrap_or(DEFAULT_POINT_MODEL);
     let mut classifier = if args.no_classify {
         None
     } else {
-        let spec = args
-            .model
-            .as_deref()
-            .or(section.classifier.as_deref())
-            .unwrap_or(DEFAULT_POINT_MODEL);
         let threads = args.threads.unwrap_or_else(default_threads).max(1);
         Some(PointNetClassifier::load(
             &PointModelChoice::resolve(spec),
@@ -177,6 +207,15 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
     params.voxel_m = args.voxel;
     params.cluster.tolerance_m = args.cluster_tolerance;
     params.cluster.min_points = args.min_points;
+
+    let mut publisher = open_publisher(&args)?;
+    let mut builder = MessageBuilder::new(args.device_id);
+    if let (Some(p), Some(c)) = (publisher.as_mut(), classifier.as_ref()) {
+        // Readers learn class names first.
+        for body in class_table_bodies(spec, c.class_names()) {
+            p.publish(&builder.message(0, 0, body))?;
+        }
+    }
 
     let mut scan = 0u64;
     loop {
@@ -241,7 +280,22 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             },
         };
         println!("{}", serde_json::to_string(&line)?);
+        if let (Some(p), Some(objects)) = (publisher.as_mut(), classified.as_ref()) {
+            let body = lidar_objects_body(objects);
+            p.publish(&builder.message(cloud.timestamp_us, scan as u32, body))?;
+        }
         scan += 1;
+    }
+    if let Some(p) = publisher.as_mut() {
+        // Give the line time to carry what is queued: frames / (baud / 10 bits) plus slack.
+        let queued = p.stats().queued as f64;
+        let seconds = 2.0 + queued * lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64;
+        if !p.flush(Duration::from_secs_f64(seconds.min(60.0))) {
+            eprintln!(
+                "warning: serial: {} messages still queued at exit",
+                p.stats().queued
+            );
+        }
     }
     let stats = source.stats();
     eprintln!(
