@@ -242,3 +242,63 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/pointnet.onnx"));
 }
+
+#[test]
+fn lidar_command_reads_a_live_velodyne_on_udp() {
+    let capture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures/velodyne_vlp16.pcap");
+    let mut reader =
+        lookout_lidar::pcap::PcapReader::new(std::fs::File::open(&capture).expect("capture"))
+            .expect("pcap");
+    let link = reader.link_type();
+    let mut payloads = Vec::new();
+    while let Some(record) = reader.next_record().expect("record") {
+        if let Some(d) = lookout_lidar::pcap::udp_datagram(link, &record.data) {
+            if d.destination_port == 2368 {
+                payloads.push(d.payload.to_vec());
+            }
+        }
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "lidar",
+            "--no-classify",
+            "--lidar-model",
+            "vlp16",
+            "--max-scans",
+            "1",
+            "--udp",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lookout runs");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Play the capture, paced like the sensor, until lookout has its rotation (76 packets
+    // from wherever it started listening) and exits; packets sent before it bound are lost,
+    // as they would be from a real sensor.
+    'send: while std::time::Instant::now() < deadline {
+        for payload in &payloads {
+            let _ = sender.send_to(payload, ("127.0.0.1", port));
+            std::thread::sleep(std::time::Duration::from_micros(300));
+            if child.try_wait().expect("wait").is_some() {
+                break 'send;
+            }
+        }
+    }
+    let output = child.wait_with_output().expect("lookout exits");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().expect("a scan line")).expect("JSON");
+    assert_eq!(line["complete"], true);
+    assert!(
+        line["points"].as_u64().is_some_and(|n| n > 15_000),
+        "{line}"
+    );
+}
