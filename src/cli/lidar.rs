@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["pcap", "file", "udp", "config"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["pcap", "file", "udp", "rplidar", "config"])))]
 pub struct LidarArgs {
     /// Replay Velodyne data packets from a pcap capture.
     #[arg(long)]
@@ -28,6 +28,12 @@ pub struct LidarArgs {
     /// Listen for a live Velodyne on this UDP address (e.g. 0.0.0.0:2368).
     #[arg(long)]
     pub udp: Option<String>,
+    /// Read 2D turns from a Slamtec RPLIDAR on this serial device (feature `serial`).
+    #[arg(long)]
+    pub rplidar: Option<String>,
+    /// RPLIDAR baud rate (A1/A2: 115200; A3, C1: 256000 or 460800).
+    #[arg(long, default_value_t = 115_200)]
+    pub rplidar_baud: u32,
     /// Board config whose [lidar] section names the live sensor and classifier.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -167,6 +173,12 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
         }
     } else if let Some(path) = &args.file {
         LidarInput::File(path.clone())
+    } else if let Some(device) = &args.rplidar {
+        LidarInput::Rplidar {
+            device: device.clone(),
+            baud: args.rplidar_baud,
+            silence_timeout: Duration::from_millis(section.silence_timeout_ms.unwrap_or(1000)),
+        }
     } else {
         let (address, origin) = match (&args.udp, &section.address) {
             (Some(a), _) => (a.clone(), "--udp".to_string()),
@@ -184,7 +196,7 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             silence_timeout: Duration::from_millis(section.silence_timeout_ms.unwrap_or(1000)),
         }
     };
-    let live = matches!(input, LidarInput::Udp { .. });
+    let live = matches!(input, LidarInput::Udp { .. } | LidarInput::Rplidar { .. });
     let mut source = open(&input)?;
     let spec = args
         .model
@@ -236,7 +248,14 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             continue;
         }
         let started = Instant::now();
-        let found = segment(&cloud.points, &params);
+        // A single-ring (2D) scan lies in one plane: there is no ground to take away.
+        let found = if cloud.rings == 1 {
+            let mut flat = params.clone();
+            flat.ground.iterations = 0;
+            segment(&cloud.points, &flat)
+        } else {
+            segment(&cloud.points, &params)
+        };
         let segmented = started.elapsed();
         let started = Instant::now();
         let classified = match classifier.as_mut() {

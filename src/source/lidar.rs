@@ -1,5 +1,5 @@
-//! Choosing and opening a LiDAR source: a pcap replay, a point-cloud file (PCD, PLY), or a live
-//! Velodyne on UDP, from the command line or the board config's `[lidar]` section. The sources
+//! Choosing and opening a LiDAR source: a pcap replay, a point-cloud file (PCD, PLY), a live
+//! Velodyne on UDP, or a Slamtec RPLIDAR on a serial device, from the command line or the board config's `[lidar]` section. The sources
 //! themselves live in the `lookout-lidar` crate.
 
 use lookout_lidar::pcap::VelodynePcapSource;
@@ -83,6 +83,12 @@ pub enum LidarInput {
         cut: CutAzimuth,
         silence_timeout: Duration,
     },
+    /// A Slamtec RPLIDAR on a serial device (feature `serial`): 2D turns.
+    Rplidar {
+        device: String,
+        baud: u32,
+        silence_timeout: Duration,
+    },
 }
 
 /// A single point-cloud file as a source of one cloud.
@@ -143,6 +149,55 @@ pub fn open(input: &LidarInput) -> Result<Box<dyn PointCloudSource>, SourceError
             *cut,
             *silence_timeout,
         )?),
+        LidarInput::Rplidar {
+            device,
+            baud,
+            silence_timeout,
+        } => open_rplidar(device, *baud, *silence_timeout)?,
+    })
+}
+
+#[cfg(all(feature = "serial", unix))]
+fn open_rplidar(
+    device: &str,
+    baud: u32,
+    silence_timeout: Duration,
+) -> Result<Box<dyn PointCloudSource>, SourceError> {
+    use lookout_lidar::rplidar::Rplidar;
+    let failed = |e: lookout_lidar::rplidar::RplidarError| SourceError::Io {
+        what: format!("RPLIDAR on {device}"),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut lidar = Rplidar::open(device, baud, silence_timeout).map_err(failed)?;
+    // A1 boards run the motor from DTR; the others ignore it, and some adapters (and ptys)
+    // cannot set it at all, which is not worth failing for.
+    if let Err(e) = lidar.set_motor(true) {
+        log::warn!("RPLIDAR on {device}: cannot set DTR to start the motor ({e})");
+    }
+    let health = lidar.health().map_err(failed)?;
+    if health.status == 2 {
+        return Err(SourceError::Io {
+            what: format!("RPLIDAR on {device}"),
+            source: std::io::Error::other(format!(
+                "the sensor reports an error (code {}): power-cycle it",
+                health.error_code
+            )),
+        });
+    }
+    Ok(Box::new(lidar))
+}
+
+#[cfg(not(all(feature = "serial", unix)))]
+fn open_rplidar(
+    device: &str,
+    _baud: u32,
+    _silence_timeout: Duration,
+) -> Result<Box<dyn PointCloudSource>, SourceError> {
+    Err(SourceError::Open {
+        path: device.into(),
+        source: std::io::Error::other(
+            "this lookout was built without serial support: rebuild with `--features serial`",
+        ),
     })
 }
 
