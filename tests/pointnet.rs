@@ -302,3 +302,38 @@ fn lidar_command_reads_a_live_velodyne_on_udp() {
         "{line}"
     );
 }
+
+#[test]
+fn a_model_given_by_path_takes_its_class_names_from_its_training_report() {
+    let dir = std::env::temp_dir().join(format!("lookout-pointnet-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let model = dir.join("mine.onnx");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/pointnet_synthetic.onnx"),
+        &model,
+    )
+    .expect("copy");
+    let options = EngineOptions { threads: 1 };
+    let unnamed = PointNetClassifier::load(
+        &PointModelChoice::resolve(&model.to_string_lossy()),
+        1,
+        Some(256),
+        &options,
+    )
+    .expect("loads");
+    assert_eq!(unnamed.class_names()[6], "class6");
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    std::fs::write(
+        dir.join("mine.json"),
+        serde_json::json!({ "classes": names }).to_string(),
+    )
+    .expect("report");
+    let named = PointNetClassifier::load(
+        &PointModelChoice::resolve(&model.to_string_lossy()),
+        1,
+        Some(256),
+        &options,
+    )
+    .expect("loads");
+    assert_eq!(named.class_names(), names);
+}

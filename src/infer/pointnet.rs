@@ -94,14 +94,29 @@ impl PointNetClassifier {
             _ => "check the --model path",
         };
         let bytes = read_model_file(&choice.path, expected, fix)?;
-        Self::from_bytes(
+        let mut classifier = Self::from_bytes(
             &choice.path,
             &bytes,
             choice.entry.as_ref(),
             batch,
             points,
             options,
-        )
+        )?;
+        if choice.entry.is_none() {
+            if let Some(names) = report_class_names(&choice.path) {
+                if names.len() == classifier.classes.len() {
+                    classifier.classes = names;
+                } else {
+                    log::warn!(
+                        "{}: its training report names {} classes, the model has {}; using class ids",
+                        choice.path.display(),
+                        names.len(),
+                        classifier.classes.len()
+                    );
+                }
+            }
+        }
+        Ok(classifier)
     }
 
     /// Loads from bytes already read (tests, embedding).
@@ -230,6 +245,18 @@ impl PointNetClassifier {
         }
         Ok(out)
     }
+}
+
+/// Class names from the report `quantize/pointnet/train.py` writes beside a model it exports
+/// (`model.onnx` → `model.json`, key `classes`), for models given by path.
+fn report_class_names(model: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(model.with_extension("json")).ok()?;
+    let report: serde_json::Value = serde_json::from_str(&text).ok()?;
+    report["classes"]
+        .as_array()?
+        .iter()
+        .map(|c| c.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The best class and its softmax probability.
