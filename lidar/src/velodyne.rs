@@ -390,6 +390,10 @@ pub struct RotationAssembler {
     current_complete: bool,
     hour_base_us: u64,
     last_timestamp_us: Option<u32>,
+    /// With the model taken from the packets, the first packet waits for the second so the
+    /// product byte can be checked against the packets' timing.
+    held: Option<Vec<u8>>,
+    timing_checked: bool,
 }
 
 impl RotationAssembler {
@@ -406,6 +410,8 @@ impl RotationAssembler {
             current_complete: matches!(cut, CutAzimuth::FirstPacket),
             hour_base_us: 0,
             last_timestamp_us: None,
+            held: None,
+            timing_checked: !matches!(selection, ModelSelection::FromPacket),
         }
     }
 
@@ -417,6 +423,54 @@ impl RotationAssembler {
     /// rotation is `complete` when it ran from cut to cut; the turn already under way at
     /// start-up is not.
     pub fn push(&mut self, payload: &[u8]) -> Result<Vec<PointCloud>, PacketError> {
+        if self.timing_checked {
+            return self.push_decoded(payload);
+        }
+        let header = parse_header(payload)?;
+        let Some(first) = self.held.take() else {
+            self.held = Some(payload.to_vec());
+            return Ok(Vec::new());
+        };
+        self.timing_checked = true;
+        if let Ok(first_header) = parse_header(&first) {
+            self.check_timing(&first_header, &header);
+        }
+        let mut finished = match self.push_decoded(&first) {
+            Ok(clouds) => clouds,
+            Err(e) => {
+                log::warn!("skipping the first data packet: {e}");
+                Vec::new()
+            }
+        };
+        finished.extend(self.push_decoded(payload)?);
+        Ok(finished)
+    }
+
+    /// Some VLP-16s (and captures of them) carry the HDL-32E's product byte 0x21. The packet
+    /// rate tells them apart: an HDL-32E block is one 46.08 µs firing, a VLP-16 block two
+    /// 55.296 µs sequences (110.6 µs). When the timing is a VLP-16's, decode as one.
+    fn check_timing(&mut self, first: &PacketHeader, second: &PacketHeader) {
+        if VelodyneModel::from_product_byte(first.product_byte) != Some(VelodyneModel::Hdl32e)
+            || first.product_byte != second.product_byte
+        {
+            return;
+        }
+        let firing_blocks = if first.return_mode == ReturnMode::Dual {
+            6
+        } else {
+            12
+        };
+        let block_us = second.timestamp_us.wrapping_sub(first.timestamp_us) / firing_blocks;
+        if (100..=122).contains(&block_us) {
+            log::warn!(
+                "packets say HDL-32E (product byte 0x21) but arrive {block_us} µs per block like a \
+                 VLP-16's: decoding as VLP-16 (name the model to silence this)"
+            );
+            self.decoder = VelodyneDecoder::new(ModelSelection::Fixed(VelodyneModel::Vlp16));
+        }
+    }
+
+    fn push_decoded(&mut self, payload: &[u8]) -> Result<Vec<PointCloud>, PacketError> {
         let header = parse_header(payload)?;
         // Timestamps count µs past the hour: carry a running hour so clouds stay ordered.
         if let Some(last) = self.last_timestamp_us {
@@ -469,6 +523,12 @@ impl RotationAssembler {
 
     /// The rotation in progress (at the end of a capture), marked incomplete.
     pub fn finish(&mut self) -> Option<PointCloud> {
+        if let Some(first) = self.held.take() {
+            // A stream of a single packet: nothing to check its timing against.
+            if let Err(e) = self.push_decoded(&first) {
+                log::warn!("skipping the only data packet: {e}");
+            }
+        }
         let cloud = std::mem::take(&mut self.current);
         self.current_complete = true;
         (!cloud.points.is_empty()).then_some(cloud)

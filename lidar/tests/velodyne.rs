@@ -432,3 +432,31 @@ fn dual_return_pairs_interpolate_within_their_return_and_drop_repeats() {
     );
     assert!((azimuth_centideg(block0[0]) - 25035.0).abs() < 0.5);
 }
+
+#[test]
+fn a_vlp16_with_the_hdl32e_product_byte_is_recognised_by_its_timing() {
+    let open = |selection| {
+        let mut source =
+            VelodynePcapSource::open(&fixture(VLP16), selection, CutAzimuth::FirstPacket, None)
+                .expect("opens");
+        let mut clouds = Vec::new();
+        while let Some(cloud) = source.next_cloud().expect("reads") {
+            clouds.push(cloud);
+        }
+        (clouds, source.model())
+    };
+    let (auto, model) = open(ModelSelection::FromPacket);
+    assert_eq!(model, Some(VelodyneModel::Vlp16));
+    let (fixed, _) = open(ModelSelection::Fixed(VelodyneModel::Vlp16));
+    assert_eq!(auto, fixed);
+    // The real HDL-32E capture keeps its model.
+    let mut source = VelodynePcapSource::open(
+        &fixture(HDL32E),
+        ModelSelection::FromPacket,
+        CutAzimuth::FirstPacket,
+        None,
+    )
+    .expect("opens");
+    while source.next_cloud().expect("reads").is_some() {}
+    assert_eq!(source.model(), Some(VelodyneModel::Hdl32e));
+}
