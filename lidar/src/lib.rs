@@ -4,10 +4,12 @@
 //!
 //! Sources implement [`PointCloudSource`]: Velodyne packets from a pcap capture
 //! ([`pcap::VelodynePcapSource`]) or a live UDP socket ([`udp::VelodyneUdpSource`]), and files
-//! ([`pcd`], [`ply`]), and a Slamtec RPLIDAR on a serial line (feature `rplidar`). [`process`] holds the per-scan stages: crop, voxel down-sampling, ground
+//! ([`pcd`], [`ply`], LAS with feature `las`), and a Slamtec RPLIDAR on a serial line (feature `rplidar`). [`process`] holds the per-scan stages: crop, voxel down-sampling, ground
 //! removal, clustering and per-cluster sampling/normalisation. [`synthetic`] builds scenes with a
 //! known layout for tests and benchmarks.
 
+#[cfg(feature = "las")]
+pub mod las;
 pub mod pcap;
 pub mod pcd;
 pub mod ply;

@@ -153,3 +153,38 @@ fn live_udp_source_assembles_rotations_counts_junk_and_reports_silence() {
         (84, 1, 1)
     );
 }
+
+#[cfg(feature = "las")]
+#[test]
+fn las_file_reads_every_point_into_a_local_frame() {
+    use lookout_lidar::las::read_las;
+    let las = read_las(&common::fixture("autzen.las")).expect("reads");
+    assert_eq!(las.cloud.points.len() as u64, las.declared_points);
+    assert!(las.declared_points > 0);
+    // Autzen stadium, Oregon, in US survey feet of the state plane: far from the origin.
+    assert!(
+        las.origin[0] > 600_000.0 && las.origin[1] > 800_000.0,
+        "{:?}",
+        las.origin
+    );
+    // Local coordinates are small and start at z = 0.
+    let min_z = las
+        .cloud
+        .points
+        .iter()
+        .map(|p| p.position_m[2])
+        .fold(f32::INFINITY, f32::min);
+    assert!(min_z.abs() < 1e-3, "{min_z}");
+    assert!(las
+        .cloud
+        .points
+        .iter()
+        .all(|p| p.position_m.iter().all(|c| c.abs() < 10_000.0)));
+    let bytes = std::fs::read(common::fixture("autzen.las")).expect("fixture");
+    let dir = temp_dir("las");
+    let cut = dir.join("cut.las");
+    std::fs::write(&cut, &bytes[..bytes.len() - 50]).expect("write");
+    let err = read_las(&cut).expect_err("truncated");
+    assert!(err.to_string().contains("cut.las"), "{err}");
+    assert!(read_las(&dir.join("absent.las")).is_err());
+}

@@ -22,7 +22,7 @@ pub struct LidarArgs {
     /// Replay Velodyne data packets from a pcap capture.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
-    /// Read one point cloud from a .pcd or .ply file.
+    /// Read one point cloud from a .pcd, .ply or .las file.
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Listen for a live Velodyne on this UDP address (e.g. 0.0.0.0:2368).

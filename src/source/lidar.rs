@@ -1,4 +1,4 @@
-//! Choosing and opening a LiDAR source: a pcap replay, a point-cloud file (PCD, PLY), a live
+//! Choosing and opening a LiDAR source: a pcap replay, a point-cloud file (PCD, PLY, LAS), a live
 //! Velodyne on UDP, or a Slamtec RPLIDAR on a serial device, from the command line or the board config's `[lidar]` section. The sources
 //! themselves live in the `lookout-lidar` crate.
 
@@ -117,10 +117,20 @@ fn read_file(path: &Path) -> Result<PointCloud, SourceError> {
     match extension.as_deref() {
         Some("pcd") => lookout_lidar::pcd::read_pcd(path),
         Some("ply") => lookout_lidar::ply::read_ply(path),
+        Some("las") => {
+            let las = lookout_lidar::las::read_las(path)?;
+            log::info!(
+                "{}: {} points, moved to a local frame whose origin is {:?} in the file's",
+                path.display(),
+                las.cloud.points.len(),
+                las.origin
+            );
+            Ok(las.cloud)
+        }
         _ => Err(SourceError::Format {
             path: path.to_path_buf(),
             expected: "point-cloud",
-            reason: "the extension must be .pcd or .ply (for captures use --pcap)".into(),
+            reason: "the extension must be .pcd, .ply or .las (for captures use --pcap)".into(),
         }),
     }
 }
