@@ -22,6 +22,8 @@ pub struct BoardConfig {
     pub camera: Option<crate::source::camera::CameraSection>,
     /// Frames from files instead of a camera (`[replay]`).
     pub replay: Option<crate::source::camera::ReplaySection>,
+    /// A live LiDAR and its classifier (`lookout lidar --config`).
+    pub lidar: Option<crate::source::lidar::LidarSection>,
 }
 
 /// What the board is, for logs and reports.
@@ -277,6 +279,11 @@ impl BoardConfig {
         }
         if let Some(replay) = &self.replay {
             replay.validate().map_err(|(key, p)| invalid(key, p))?;
+        }
+        if let Some(lidar) = &self.lidar {
+            lidar
+                .validate()
+                .map_err(|(key, problem)| invalid(key, problem))?;
         }
         Ok(())
     }

@@ -15,6 +15,30 @@ pub const BUILTIN_MANIFEST: &str = include_str!("../models/manifest.toml");
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub models: BTreeMap<String, ModelEntry>,
+    /// Point-cloud classifiers (PointNet); a separate table because their inputs are points,
+    /// not images, and their weights are this project's own, committed beside the manifest.
+    #[serde(default)]
+    pub point_models: BTreeMap<String, PointModelEntry>,
+}
+
+/// A point-cloud classifier: input `[batch, points, 3]` normalised per object, output logits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointModelEntry {
+    pub task: String,
+    pub file: String,
+    pub sha256: String,
+    pub description: String,
+    pub license: String,
+    /// How the weights were made (the command that reproduces them).
+    pub origin: String,
+    /// Points per object the model was trained with.
+    pub points: u32,
+    /// `centroid-unit-sphere`: centred on the centroid, scaled so the farthest point is at 1.
+    pub normalisation: String,
+    pub input_name: String,
+    pub output_name: String,
+    pub classes: ClassTable,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +100,10 @@ impl Manifest {
 
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models.get(name)
+    }
+
+    pub fn point_model(&self, name: &str) -> Option<&PointModelEntry> {
+        self.point_models.get(name)
     }
 
     /// The entry whose `file` is this file name, for models given by path.

@@ -6,6 +6,7 @@ mod bench;
 mod detect;
 mod devices;
 mod info;
+mod lidar;
 mod listen;
 mod record;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Record raw camera frames into a .lkraw file for replay on any host.
     Record(record::RecordArgs),
+    /// Classify objects in LiDAR scans (pcap, PCD/PLY or live Velodyne); one JSON line per scan.
+    Lidar(lidar::LidarArgs),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Listen(args) => listen::run(args).map(|()| true),
         Command::Devices(args) => devices::run(args),
         Command::Record(args) => record::run(args).map(|()| true),
+        Command::Lidar(args) => lidar::run(args),
     }
 }
 

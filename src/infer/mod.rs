@@ -1,7 +1,8 @@
 //! Inference through tract: loading and optimising an ONNX model for a fixed input shape,
 //! running it, and reporting what tract chose (ISA, matrix-multiply kernels). Model families
-//! sit on top of [`Engine`] as adapters ([`yolo`]).
+//! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
+pub mod pointnet;
 pub mod yolo;
 
 use std::collections::BTreeMap;

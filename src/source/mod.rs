@@ -6,10 +6,11 @@
 //! Sources: [`replay`] (image files and directories, so everything runs on any host),
 //! [`recording`] (raw frames recorded from a camera, replayed bit for bit), [`v4l2`] (cameras,
 //! feature `v4l`), and [`latest::LatestFrame`], which runs any source on its own thread and
-//! hands the consumer only the newest frame.
+//! hands the consumer only the newest frame. [`lidar`] opens point-cloud sources.
 
 pub mod camera;
 pub mod latest;
+pub mod lidar;
 pub mod recording;
 pub mod replay;
 #[cfg(feature = "v4l")]

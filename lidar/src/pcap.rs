@@ -1,0 +1,332 @@
+//! Classic pcap captures (both byte orders, µs and ns timestamps) and the UDP datagrams in them:
+//! Ethernet (with VLAN tags), Linux cooked capture v1/v2, raw IPv4 and BSD loopback link types.
+//! [`VelodynePcapSource`] replays a capture of Velodyne data packets as rotations. A capture cut
+//! off mid-record ends the stream with the truncation counted, never a panic.
+
+use crate::velodyne::{CutAzimuth, ModelSelection, PacketError, RotationAssembler, DATA_PORT};
+use crate::{PointCloud, PointCloudSource, SourceError, SourceStats};
+use std::collections::VecDeque;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// One captured packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub timestamp_us: u64,
+    /// The bytes captured (may be fewer than the packet had, see `original_len`).
+    pub data: Vec<u8>,
+    pub original_len: u32,
+}
+
+/// Why a capture could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    #[error("not a classic pcap file (magic {0:02x?}); pcapng captures can be converted with `editcap -F pcap in.pcapng out.pcap`")]
+    BadMagic([u8; 4]),
+    #[error("the capture ends in the middle of a {0}")]
+    Truncated(&'static str),
+    #[error(
+        "record of {0} bytes is larger than the capture's snap length allows; the file is corrupt"
+    )]
+    OversizedRecord(u32),
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads records from a classic pcap stream.
+#[derive(Debug)]
+pub struct PcapReader<R: Read> {
+    input: R,
+    big_endian: bool,
+    nanosecond: bool,
+    link_type: u32,
+    snap_len: u32,
+}
+
+/// Fills `buf` completely; `Ok(false)` when the stream ended before the first byte.
+fn read_exact_or_eof(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    what: &'static str,
+) -> Result<bool, PcapError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(PcapError::Truncated(what)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PcapError::Io(e)),
+        }
+    }
+    Ok(true)
+}
+
+impl<R: Read> PcapReader<R> {
+    /// Reads and checks the global header.
+    pub fn new(mut input: R) -> Result<PcapReader<R>, PcapError> {
+        let mut header = [0u8; 24];
+        if !read_exact_or_eof(&mut input, &mut header, "file header")? {
+            return Err(PcapError::Truncated("file header"));
+        }
+        let magic = [header[0], header[1], header[2], header[3]];
+        let (big_endian, nanosecond) = match magic {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, false),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, false),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, true),
+            other => return Err(PcapError::BadMagic(other)),
+        };
+        let mut reader = PcapReader {
+            input,
+            big_endian,
+            nanosecond,
+            link_type: 0,
+            snap_len: 0,
+        };
+        reader.snap_len = reader.u32_at(&header, 16);
+        reader.link_type = reader.u32_at(&header, 20) & 0x0fff_ffff;
+        Ok(reader)
+    }
+
+    fn u32_at(&self, bytes: &[u8], at: usize) -> u32 {
+        let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+
+    /// The link-layer type (1 = Ethernet, 113 = Linux cooked, ...).
+    pub fn link_type(&self) -> u32 {
+        self.link_type
+    }
+
+    /// The next record, `Ok(None)` at a clean end of file.
+    pub fn next_record(&mut self) -> Result<Option<Record>, PcapError> {
+        let mut header = [0u8; 16];
+        if !read_exact_or_eof(&mut self.input, &mut header, "record header")? {
+            return Ok(None);
+        }
+        let seconds = self.u32_at(&header, 0) as u64;
+        let fraction = self.u32_at(&header, 4) as u64;
+        let captured = self.u32_at(&header, 8);
+        let original_len = self.u32_at(&header, 12);
+        // A corrupt length must not make us allocate gigabytes.
+        let limit = self.snap_len.clamp(65_535, 262_144);
+        if captured > limit {
+            return Err(PcapError::OversizedRecord(captured));
+        }
+        let mut data = vec![0u8; captured as usize];
+        if !data.is_empty() && !read_exact_or_eof(&mut self.input, &mut data, "record")? {
+            return Err(PcapError::Truncated("record"));
+        }
+        let micros = if self.nanosecond {
+            fraction / 1000
+        } else {
+            fraction
+        };
+        Ok(Some(Record {
+            timestamp_us: seconds * 1_000_000 + micros,
+            data,
+            original_len,
+        }))
+    }
+}
+
+/// A UDP datagram found in a captured frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpDatagram<'a> {
+    pub source_port: u16,
+    pub destination_port: u16,
+    pub payload: &'a [u8],
+}
+
+/// Finds the UDP datagram in a frame of the given link type; `None` for anything else
+/// (other protocols, IPv4 fragments after the first, frames cut short by the snap length).
+pub fn udp_datagram(link_type: u32, frame: &[u8]) -> Option<UdpDatagram<'_>> {
+    let (ethertype, ip) = match link_type {
+        // Ethernet, skipping 802.1Q tags.
+        1 => {
+            let mut at = 12;
+            let mut ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+            while ethertype == 0x8100 || ethertype == 0x88a8 {
+                at += 4;
+                ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+            }
+            (ethertype, frame.get(at + 2..)?)
+        }
+        // Linux cooked capture v1: protocol at 14, payload at 16.
+        113 => (
+            u16::from_be_bytes([*frame.get(14)?, *frame.get(15)?]),
+            frame.get(16..)?,
+        ),
+        // Linux cooked capture v2: protocol at 0, payload at 20.
+        276 => (
+            u16::from_be_bytes([*frame.first()?, *frame.get(1)?]),
+            frame.get(20..)?,
+        ),
+        // Raw IP.
+        12 | 101 => (0x0800, frame),
+        // BSD loopback: 4-byte address family (2 = IPv4) in host order.
+        0 => {
+            let family = u32::from_le_bytes(frame.get(0..4)?.try_into().ok()?);
+            let family_be = u32::from_be_bytes(frame.get(0..4)?.try_into().ok()?);
+            if family != 2 && family_be != 2 {
+                return None;
+            }
+            (0x0800, frame.get(4..)?)
+        }
+        _ => return None,
+    };
+    if ethertype != 0x0800 || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let header_len = ((ip[0] & 0x0f) as usize) * 4;
+    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    if header_len < 20 || fragment_offset != 0 {
+        return None;
+    }
+    let total_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let udp = ip.get(header_len..total_len.max(header_len).min(ip.len()))?;
+    if udp.len() < 8 {
+        return None;
+    }
+    let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+    // A UDP length past the captured bytes means the frame was cut by the snap length.
+    let payload = udp.get(8..udp_len.max(8))?;
+    Some(UdpDatagram {
+        source_port: u16::from_be_bytes([udp[0], udp[1]]),
+        destination_port: u16::from_be_bytes([udp[2], udp[3]]),
+        payload,
+    })
+}
+
+/// Replays Velodyne data packets from a pcap capture as rotations.
+pub struct VelodynePcapSource {
+    path: PathBuf,
+    reader: Option<PcapReader<BufReader<std::fs::File>>>,
+    assembler: RotationAssembler,
+    port: u16,
+    ready: VecDeque<PointCloud>,
+    stats: SourceStats,
+    logged: LoggedOnce,
+}
+
+/// Bad input is logged once per kind (then only counted), so a broken capture cannot flood logs.
+#[derive(Debug, Default)]
+pub(crate) struct LoggedOnce {
+    malformed: bool,
+    truncated: bool,
+}
+
+impl LoggedOnce {
+    pub(crate) fn malformed(&mut self, what: &str, error: &PacketError) {
+        if !std::mem::replace(&mut self.malformed, true) {
+            log::warn!(
+                "{what}: skipping a malformed data packet ({error}); further ones are only counted"
+            );
+        }
+    }
+}
+
+impl VelodynePcapSource {
+    /// Opens a capture; data packets are those sent to `port` (Velodyne's default is 2368).
+    pub fn open(
+        path: &Path,
+        selection: ModelSelection,
+        cut: CutAzimuth,
+        port: Option<u16>,
+    ) -> Result<VelodynePcapSource, SourceError> {
+        let file = std::fs::File::open(path).map_err(|source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let reader = PcapReader::new(BufReader::new(file)).map_err(|e| SourceError::Format {
+            path: path.to_path_buf(),
+            expected: "pcap",
+            reason: e.to_string(),
+        })?;
+        Ok(VelodynePcapSource {
+            path: path.to_path_buf(),
+            reader: Some(reader),
+            assembler: RotationAssembler::new(selection, cut),
+            port: port.unwrap_or(DATA_PORT),
+            ready: VecDeque::new(),
+            stats: SourceStats::default(),
+            logged: LoggedOnce::default(),
+        })
+    }
+
+    /// The sensor model in use (known after the first data packet).
+    pub fn model(&self) -> Option<crate::velodyne::VelodyneModel> {
+        self.assembler.model()
+    }
+
+    fn read_more(&mut self) -> Result<(), SourceError> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(());
+        };
+        let record = match reader.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.end();
+                return Ok(());
+            }
+            Err(PcapError::Io(source)) => {
+                return Err(SourceError::Io {
+                    what: self.path.display().to_string(),
+                    source,
+                })
+            }
+            Err(e) => {
+                self.stats.truncated_records += 1;
+                if !std::mem::replace(&mut self.logged.truncated, true) {
+                    log::warn!("{}: {e}; replay stops there", self.path.display());
+                }
+                self.end();
+                return Ok(());
+            }
+        };
+        let link_type = reader.link_type();
+        match udp_datagram(link_type, &record.data) {
+            Some(d) if d.destination_port == self.port => match self.assembler.push(d.payload) {
+                Ok(clouds) => {
+                    self.stats.packets += 1;
+                    self.ready.extend(clouds);
+                }
+                Err(e) => {
+                    self.stats.malformed_packets += 1;
+                    self.logged.malformed(&self.path.display().to_string(), &e);
+                }
+            },
+            _ => self.stats.ignored_packets += 1,
+        }
+        Ok(())
+    }
+
+    fn end(&mut self) {
+        self.reader = None;
+        self.ready.extend(self.assembler.finish());
+    }
+}
+
+impl PointCloudSource for VelodynePcapSource {
+    fn next_cloud(&mut self) -> Result<Option<PointCloud>, SourceError> {
+        loop {
+            if let Some(cloud) = self.ready.pop_front() {
+                self.stats.clouds += 1;
+                return Ok(Some(cloud));
+            }
+            if self.reader.is_none() {
+                return Ok(None);
+            }
+            self.read_more()?;
+        }
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
+    }
+}

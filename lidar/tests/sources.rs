@@ -1,0 +1,190 @@
+//! File readers (PCD, PLY) and the live UDP source, through the same `PointCloudSource` paths
+//! a user takes.
+
+mod common;
+
+use common::{data_payloads, temp_dir};
+use lookout_lidar::pcd::{parse_pcd, read_pcd, write_pcd_binary};
+use lookout_lidar::ply::parse_ply;
+use lookout_lidar::synthetic::{street_scene, Scanner};
+use lookout_lidar::udp::VelodyneUdpSource;
+use lookout_lidar::velodyne::{CutAzimuth, ModelSelection, VelodyneModel};
+use lookout_lidar::{Point, PointCloudSource, SourceError};
+use std::time::Duration;
+
+#[test]
+fn pcd_binary_round_trips_a_scan() {
+    let cloud = Scanner::vlp16().scan(&street_scene(5, 2));
+    let dir = temp_dir("pcd");
+    let path = dir.join("scan.pcd");
+    std::fs::write(&path, write_pcd_binary(&cloud)).expect("write");
+    let back = read_pcd(&path).expect("reads");
+    assert_eq!(back.points.len(), cloud.points.len());
+    for (a, b) in back.points.iter().zip(&cloud.points) {
+        assert_eq!(
+            (a.position_m, a.intensity, a.ring),
+            (b.position_m, b.intensity, b.ring)
+        );
+    }
+}
+
+#[test]
+fn pcd_ascii_with_extra_fields_and_counts_reads_xyz_and_intensity() {
+    let text = "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z normal intensity\nSIZE 4 4 4 4 4\nTYPE F F F F F\nCOUNT 1 1 1 3 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\nDATA ascii\n1.5 -2 0.25 0 0 1 17\n3 4 5 0 1 0 300\n";
+    let cloud = parse_pcd(text.as_bytes()).expect("parses");
+    assert_eq!(cloud.points.len(), 2);
+    assert_eq!(cloud.points[0].position_m, [1.5, -2.0, 0.25]);
+    assert_eq!(cloud.points[0].intensity, 17);
+    assert_eq!(cloud.points[1].intensity, 255, "clamped");
+}
+
+#[test]
+fn broken_pcd_files_are_refused_with_the_reason() {
+    let cloud = Scanner::vlp16().scan(&street_scene(2, 2));
+    let bytes = write_pcd_binary(&cloud);
+    let truncated = parse_pcd(&bytes[..bytes.len() - 7]).expect_err("truncated");
+    assert!(truncated.contains("truncated"), "{truncated}");
+    for (text, needle) in [
+        ("FIELDS a b\nPOINTS 1\nDATA ascii\n1 2\n", "x, y and z"),
+        (
+            "FIELDS x y z\nPOINTS 1\nDATA binary_compressed\n",
+            "binary_compressed",
+        ),
+        ("FIELDS x y z\nPOINTS 1\nDATA ascii\n1 2\n", "has 2 values"),
+        (
+            "FIELDS x y z\nPOINTS 1\nDATA ascii\n1 2 zz\n",
+            "not a number",
+        ),
+        (
+            "FIELDS x y z\nPOINTS 99999999999999\nDATA binary\n",
+            "truncated",
+        ),
+        (
+            "FIELDS x y z\nSIZE 3 4 4\nPOINTS 1\nDATA binary\n",
+            "unsupported",
+        ),
+        ("VERSION 0.7\n", "no DATA line"),
+    ] {
+        let err = parse_pcd(text.as_bytes()).expect_err(text);
+        assert!(err.contains(needle), "{text:?}: {err}");
+    }
+    let path = temp_dir("pcdmissing").join("absent.pcd");
+    let err = read_pcd(&path).expect_err("missing");
+    assert!(err.to_string().contains("absent.pcd"));
+}
+
+#[test]
+fn ply_ascii_and_binary_of_both_byte_orders_read_the_same_points() {
+    let points = [[1.0f32, 2.0, 3.0], [-4.5, 0.5, 0.0]];
+    let mut ascii = String::from("ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nproperty uchar intensity\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n");
+    for p in &points {
+        ascii.push_str(&format!("{} {} {} 9\n", p[0], p[1], p[2]));
+    }
+    let mut expected = Vec::new();
+    for p in &points {
+        let mut q = Point::at(p[0], p[1], p[2]);
+        q.intensity = 9;
+        expected.push(q);
+    }
+    assert_eq!(parse_ply(ascii.as_bytes()).expect("ascii").points, expected);
+    for (format, big) in [("binary_little_endian", false), ("binary_big_endian", true)] {
+        let mut bytes = format!("ply\nformat {format} 1.0\ncomment made by a test\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nproperty uchar intensity\nend_header\n").into_bytes();
+        for p in &points {
+            for c in p {
+                bytes.extend_from_slice(&if big {
+                    c.to_be_bytes()
+                } else {
+                    c.to_le_bytes()
+                });
+            }
+            bytes.push(9);
+        }
+        assert_eq!(parse_ply(&bytes).expect(format).points, expected);
+        let err = parse_ply(&bytes[..bytes.len() - 1]).expect_err("truncated");
+        assert!(err.contains("truncated"), "{err}");
+    }
+    assert!(parse_ply(b"plx\n").is_err());
+    assert!(parse_ply(
+        b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n"
+    )
+    .expect_err("no y z")
+    .contains("x, y and z"));
+}
+
+#[test]
+fn live_udp_source_assembles_rotations_counts_junk_and_reports_silence() {
+    let mut source = VelodyneUdpSource::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        ModelSelection::Fixed(VelodyneModel::Vlp16),
+        CutAzimuth::FirstPacket,
+        Duration::from_millis(300),
+    )
+    .expect("binds");
+    let target = source.local_addr();
+    let sender = std::thread::spawn(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender binds");
+        for (i, payload) in data_payloads("velodyne_vlp16.pcap").iter().enumerate() {
+            socket.send_to(payload, target).expect("send");
+            if i == 40 {
+                socket.send_to(&[1, 2, 3], target).expect("send junk");
+            }
+            // Pace like a sensor (roughly), so the receive buffer never overflows.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let turn = source
+        .next_cloud()
+        .expect("a rotation")
+        .expect("sockets do not end");
+    assert!(turn.complete);
+    assert_eq!(turn.rings, 16);
+    assert!(turn.points.len() > 15_000, "{}", turn.points.len());
+    sender.join().expect("sender");
+    // The rest of the capture is less than a turn, then the sensor goes silent.
+    let err = source.next_cloud().expect_err("silent");
+    assert!(
+        matches!(err, SourceError::Silent { .. }) && err.is_transient(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("udp://127.0.0.1"), "{err}");
+    let stats = source.stats();
+    assert_eq!(
+        (stats.packets, stats.malformed_packets, stats.timeouts),
+        (84, 1, 1)
+    );
+}
+
+#[cfg(feature = "las")]
+#[test]
+fn las_file_reads_every_point_into_a_local_frame() {
+    use lookout_lidar::las::read_las;
+    let las = read_las(&common::fixture("autzen.las")).expect("reads");
+    assert_eq!(las.cloud.points.len() as u64, las.declared_points);
+    assert!(las.declared_points > 0);
+    // Autzen stadium, Oregon, in US survey feet of the state plane: far from the origin.
+    assert!(
+        las.origin[0] > 600_000.0 && las.origin[1] > 800_000.0,
+        "{:?}",
+        las.origin
+    );
+    // Local coordinates are small and start at z = 0.
+    let min_z = las
+        .cloud
+        .points
+        .iter()
+        .map(|p| p.position_m[2])
+        .fold(f32::INFINITY, f32::min);
+    assert!(min_z.abs() < 1e-3, "{min_z}");
+    assert!(las
+        .cloud
+        .points
+        .iter()
+        .all(|p| p.position_m.iter().all(|c| c.abs() < 10_000.0)));
+    let bytes = std::fs::read(common::fixture("autzen.las")).expect("fixture");
+    let dir = temp_dir("las");
+    let cut = dir.join("cut.las");
+    std::fs::write(&cut, &bytes[..bytes.len() - 50]).expect("write");
+    let err = read_las(&cut).expect_err("truncated");
+    assert!(err.to_string().contains("cut.las"), "{err}");
+    assert!(read_las(&dir.join("absent.las")).is_err());
+}

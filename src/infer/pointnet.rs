@@ -1,0 +1,341 @@
+//! PointNet object classifier: the clusters of a LiDAR scan are sampled and normalised
+//! (`lookout_lidar::process::sample_normalised`, the same normalisation as the training), run
+//! through the network in fixed-size batches, and returned with class, score (softmax) and
+//! their 3D box; [`lidar_objects_body`] turns them into the wire's `LidarObjects` message.
+
+use super::{read_model_file, Engine, EngineOptions, ModelError};
+use crate::manifest::{locate, Manifest, PointModelEntry};
+use lookout_lidar::process::{sample_normalised, Box3, Cluster};
+use lookout_wire::{Body, LidarObject, LidarObjects, Score, MAX_LIDAR_OBJECTS};
+use std::path::{Path, PathBuf};
+use tract_onnx::prelude::*;
+
+/// The PointNet model lookout ships (trained on the synthetic set, see quantize/pointnet).
+pub const DEFAULT_POINT_MODEL: &str = "pointnet-synthetic";
+
+/// Which point model to load.
+#[derive(Debug, Clone)]
+pub struct PointModelChoice {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub entry: Option<PointModelEntry>,
+    pub verify_sha256: bool,
+}
+
+impl PointModelChoice {
+    /// `spec` is a manifest name (`pointnet-synthetic`) or a path to an `.onnx` file.
+    pub fn resolve(spec: &str) -> PointModelChoice {
+        let manifest = Manifest::builtin();
+        if let Some(entry) = manifest.point_model(spec) {
+            return PointModelChoice {
+                path: locate(&entry.file),
+                name: Some(spec.to_string()),
+                entry: Some(entry.clone()),
+                verify_sha256: true,
+            };
+        }
+        let path = PathBuf::from(spec);
+        let known = path.file_name().and_then(|f| f.to_str()).and_then(|f| {
+            manifest
+                .point_models
+                .iter()
+                .find(|(_, e)| e.file == f)
+                .map(|(n, e)| (n.clone(), e.clone()))
+        });
+        PointModelChoice {
+            path,
+            name: known.as_ref().map(|(n, _)| n.clone()),
+            entry: known.map(|(_, e)| e),
+            verify_sha256: false,
+        }
+    }
+}
+
+/// One classified cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LidarDetection {
+    pub class_id: usize,
+    /// Softmax probability of the class.
+    pub score: f32,
+    pub bounds: Box3,
+    pub points: usize,
+}
+
+/// A loaded PointNet with its batch size fixed at load time.
+pub struct PointNetClassifier {
+    engine: Engine,
+    batch: usize,
+    points: usize,
+    classes: Vec<String>,
+    input: Vec<f32>,
+    sample: Vec<f32>,
+}
+
+impl PointNetClassifier {
+    /// Loads the model for batches of `batch` clusters of `points` points each (`points`
+    /// defaults to the manifest's value, else 256).
+    pub fn load(
+        choice: &PointModelChoice,
+        batch: usize,
+        points: Option<usize>,
+        options: &EngineOptions,
+    ) -> Result<PointNetClassifier, ModelError> {
+        let expected = choice
+            .entry
+            .as_ref()
+            .filter(|_| choice.verify_sha256)
+            .zip(choice.name.as_deref())
+            .map(|(e, n)| (n, e.sha256.as_str()));
+        let fix = match &choice.name {
+            Some(_) if choice.verify_sha256 => {
+                "it is committed under models/: restore it with `git checkout models/`, or \
+                 regenerate it with quantize/pointnet/train.py"
+            }
+            _ => "check the --model path",
+        };
+        let bytes = read_model_file(&choice.path, expected, fix)?;
+        let mut classifier = Self::from_bytes(
+            &choice.path,
+            &bytes,
+            choice.entry.as_ref(),
+            batch,
+            points,
+            options,
+        )?;
+        if choice.entry.is_none() {
+            if let Some(names) = report_class_names(&choice.path) {
+                if names.len() == classifier.classes.len() {
+                    classifier.classes = names;
+                } else {
+                    log::warn!(
+                        "{}: its training report names {} classes, the model has {}; using class ids",
+                        choice.path.display(),
+                        names.len(),
+                        classifier.classes.len()
+                    );
+                }
+            }
+        }
+        Ok(classifier)
+    }
+
+    /// Loads from bytes already read (tests, embedding).
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        entry: Option<&PointModelEntry>,
+        batch: usize,
+        points: Option<usize>,
+        options: &EngineOptions,
+    ) -> Result<PointNetClassifier, ModelError> {
+        let batch = batch.max(1);
+        let points = points
+            .or(entry.map(|e| e.points as usize))
+            .unwrap_or(256)
+            .max(1);
+        let engine = Engine::load(path, bytes, &[batch, points, 3], options, &|_| None)?;
+        let classes_out = match engine.output_shapes().first() {
+            Some(Some(shape)) if shape.len() == 2 && shape[0] == batch => shape[1],
+            other => {
+                return Err(ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "expected logits [batch, classes] from a PointNet classifier, got {other:?}"
+                    ),
+                })
+            }
+        };
+        let classes = match entry {
+            Some(e) if e.classes.names.len() == classes_out => e.classes.names.clone(),
+            Some(e) => {
+                return Err(ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "the model has {classes_out} classes but the manifest names {}",
+                        e.classes.names.len()
+                    ),
+                })
+            }
+            None => (0..classes_out).map(|i| format!("class{i}")).collect(),
+        };
+        Ok(PointNetClassifier {
+            engine,
+            batch,
+            points,
+            classes,
+            input: Vec::with_capacity(batch * points * 3),
+            sample: Vec::with_capacity(points * 3),
+        })
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub fn points(&self) -> usize {
+        self.points
+    }
+
+    /// Logits for up to `batch` normalised point sets (`points × 3` floats each); the batch is
+    /// padded with zeros and the padding's rows dropped.
+    pub fn logits(&mut self, sets: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let per_set = self.points * 3;
+        self.input.clear();
+        for set in sets.iter().take(self.batch) {
+            self.input.extend_from_slice(&set[..per_set.min(set.len())]);
+            self.input
+                .resize(self.input.len() + per_set - per_set.min(set.len()), 0.0);
+        }
+        self.input.resize(self.batch * per_set, 0.0);
+        let tensor =
+            Tensor::from_shape(&[self.batch, self.points, 3], &self.input).map_err(|e| {
+                ModelError::Run {
+                    path: PathBuf::new(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let output = self.engine.run(tensor)?;
+        let flat = output
+            .try_as_plain_ram()
+            .and_then(|t| t.as_slice::<f32>())
+            .map_err(|e| ModelError::Run {
+                path: PathBuf::new(),
+                reason: e.to_string(),
+            })?;
+        let classes = self.classes.len();
+        Ok(flat
+            .chunks_exact(classes)
+            .take(sets.len().min(self.batch))
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Classifies every cluster (in batches); `seed` makes the point sampling reproducible.
+    pub fn classify(
+        &mut self,
+        clusters: &[Cluster],
+        seed: u64,
+    ) -> Result<Vec<LidarDetection>, ModelError> {
+        let mut out = Vec::with_capacity(clusters.len());
+        let per_set = self.points * 3;
+        let mut sets: Vec<f32> = Vec::with_capacity(self.batch * per_set);
+        for (chunk_index, chunk) in clusters.chunks(self.batch).enumerate() {
+            sets.clear();
+            for (i, cluster) in chunk.iter().enumerate() {
+                let cluster_seed =
+                    seed ^ ((chunk_index * self.batch + i) as u64).wrapping_mul(0x9E37_79B9);
+                sample_normalised(&cluster.points, self.points, cluster_seed, &mut self.sample);
+                sets.extend_from_slice(&self.sample);
+            }
+            let views: Vec<&[f32]> = sets.chunks_exact(per_set).collect();
+            let logits = self.logits(&views)?;
+            for (cluster, row) in chunk.iter().zip(logits) {
+                let (class_id, score) = softmax_best(&row);
+                out.push(LidarDetection {
+                    class_id,
+                    score,
+                    bounds: cluster.bounds,
+                    points: cluster.points.len(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Class names from the report `quantize/pointnet/train.py` writes beside a model it exports
+/// (`model.onnx` → `model.json`, key `classes`), for models given by path.
+fn report_class_names(model: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(model.with_extension("json")).ok()?;
+    let report: serde_json::Value = serde_json::from_str(&text).ok()?;
+    report["classes"]
+        .as_array()?
+        .iter()
+        .map(|c| c.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The best class and its softmax probability.
+pub fn softmax_best(logits: &[f32]) -> (usize, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let (best, value) =
+        logits
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |a, (i, v)| if v > a.1 { (i, v) } else { a },
+            );
+    (best, (value - max).exp() / sum.max(f32::MIN_POSITIVE))
+}
+
+fn to_mm(m: f32) -> i32 {
+    (m * 1000.0).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32
+}
+
+/// A `LidarObjects` body: the first `MAX_LIDAR_OBJECTS` objects (callers pass them best
+/// first), positions and sizes in millimetres, heading in milliradians.
+pub fn lidar_objects_body(objects: &[LidarDetection]) -> Body {
+    let mut list = lookout_wire::heapless::Vec::new();
+    for o in objects.iter().take(MAX_LIDAR_OBJECTS) {
+        let b = &o.bounds;
+        let item = LidarObject {
+            class_id: o.class_id.min(u16::MAX as usize) as u16,
+            score: Score::from_f32(o.score),
+            center_mm: b.center_m.map(to_mm),
+            size_mm: b.size_m.map(|s| to_mm(s).max(0) as u32),
+            yaw_mrad: (b.yaw_rad * 1000.0)
+                .round()
+                .clamp(i16::MIN as f32, i16::MAX as f32) as i16,
+            points: o.points.min(u16::MAX as usize) as u16,
+        };
+        // Cannot fail: at most MAX_LIDAR_OBJECTS are taken.
+        let _ = list.push(item);
+    }
+    Body::LidarObjects(LidarObjects { objects: list })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_best_picks_the_largest_logit_with_its_probability() {
+        let (class, p) = softmax_best(&[0.0, 2.0, 1.0]);
+        assert_eq!(class, 1);
+        let expected = 2f32.exp() / (1.0 + 2f32.exp() + 1f32.exp());
+        assert!((p - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lidar_objects_are_published_in_millimetres_and_milliradians() {
+        let objects: Vec<LidarDetection> = (0..40)
+            .map(|i| LidarDetection {
+                class_id: 6,
+                score: 0.5,
+                bounds: Box3 {
+                    center_m: [1.2345, -2.0, -0.85],
+                    size_m: [4.2, 1.8, 1.5],
+                    yaw_rad: -0.5,
+                },
+                points: 70_000 + i,
+            })
+            .collect();
+        let Body::LidarObjects(body) = lidar_objects_body(&objects) else {
+            panic!("wrong body kind");
+        };
+        assert_eq!(body.objects.len(), MAX_LIDAR_OBJECTS);
+        let o = &body.objects[0];
+        assert_eq!(o.center_mm, [1235, -2000, -850]);
+        assert_eq!(o.size_mm, [4200, 1800, 1500]);
+        assert_eq!(o.yaw_mrad, -500);
+        assert_eq!(o.points, u16::MAX);
+        assert_eq!(o.score, Score::from_f32(0.5));
+    }
+}

@@ -1,0 +1,339 @@
+//! PointNet through tract against onnxruntime (references from quantize/pointnet/reference.py),
+//! the classifier on clusters of a simulated scan, and `lookout lidar` end to end on the real
+//! VLP-16 capture.
+
+use lookout::infer::pointnet::{
+    lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
+};
+use lookout::infer::EngineOptions;
+use lookout_lidar::process::{segment, SegmentParams};
+use lookout_lidar::synthetic::{Scanner, Scene, Solid};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+struct Reference {
+    inputs: Vec<f32>,
+    labels: Vec<usize>,
+    logits: Vec<Vec<f32>>,
+    model_sha256: String,
+}
+
+fn reference() -> Reference {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("pointnet_heldout.json")).expect("reference json"),
+    )
+    .expect("valid json");
+    let bytes = std::fs::read(fixture("pointnet_heldout.f32")).expect("reference inputs");
+    let inputs = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let numbers = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_f64().expect("number") as f32)
+            .collect()
+    };
+    Reference {
+        inputs,
+        labels: numbers(&json["labels"])
+            .iter()
+            .map(|&l| l as usize)
+            .collect(),
+        logits: json["logits"]
+            .as_array()
+            .expect("logits")
+            .iter()
+            .map(numbers)
+            .collect(),
+        model_sha256: json["model_sha256"].as_str().expect("sha").to_string(),
+    }
+}
+
+fn load(batch: usize, threads: usize) -> PointNetClassifier {
+    PointNetClassifier::load(
+        &PointModelChoice::resolve(DEFAULT_POINT_MODEL),
+        batch,
+        None,
+        &EngineOptions::threads(threads),
+    )
+    .expect("the committed PointNet loads and its sha256 matches the manifest")
+}
+
+#[test]
+fn tract_matches_onnxruntime_on_held_out_objects() {
+    let reference = reference();
+    let choice = PointModelChoice::resolve(DEFAULT_POINT_MODEL);
+    assert_eq!(
+        choice.entry.as_ref().map(|e| e.sha256.as_str()),
+        Some(reference.model_sha256.as_str()),
+        "the references were made with another model: rerun quantize/pointnet/reference.py"
+    );
+    for (batch, threads) in [(8, 1), (35, 2), (1, 1)] {
+        let mut classifier = load(batch, threads);
+        assert_eq!(classifier.class_names().len(), 7);
+        let per_set = 256 * 3;
+        let sets: Vec<&[f32]> = reference.inputs.chunks_exact(per_set).collect();
+        assert_eq!(sets.len(), reference.labels.len());
+        let mut correct = 0;
+        let mut worst = 0f32;
+        for (chunk_index, chunk) in sets.chunks(batch).enumerate() {
+            let logits = classifier.logits(chunk).expect("runs");
+            assert_eq!(logits.len(), chunk.len());
+            for (i, row) in logits.iter().enumerate() {
+                let index = chunk_index * batch + i;
+                let expected = &reference.logits[index];
+                for (a, b) in row.iter().zip(expected) {
+                    worst = worst.max((a - b).abs() / b.abs().max(1.0));
+                }
+                let predicted = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(c, _)| c);
+                let expected_class = expected
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(c, _)| c);
+                assert_eq!(predicted, expected_class, "object {index}");
+                correct += usize::from(predicted == Some(reference.labels[index]));
+            }
+        }
+        assert!(
+            worst < 1e-4,
+            "batch {batch}: logits differ by {worst} (relative)"
+        );
+        // Same objects, same answers as onnxruntime; their accuracy is the reference's (0.94).
+        assert!(
+            correct * 100 >= 85 * sets.len(),
+            "{correct} of {} right",
+            sets.len()
+        );
+    }
+}
+
+#[test]
+fn clusters_of_a_simulated_scan_are_classified_and_published() {
+    // A car-sized box and a person-sized cylinder in front of a 32-ring sensor 1 m up.
+    let scene = Scene {
+        ground_z_m: -1.0,
+        solids: vec![
+            Solid::Box {
+                center_m: [8.0, 2.0, -1.0 + 0.75],
+                size_m: [4.4, 1.8, 1.5],
+                yaw_rad: 0.3,
+            },
+            Solid::Cylinder {
+                base_m: [5.0, -3.0, -1.0],
+                radius_m: 0.3,
+                height_m: 1.8,
+            },
+        ],
+    };
+    let cloud = Scanner::hdl32().scan(&scene);
+    // (With the sensor above the box, one ring would also hit its top 2.4 m behind the front
+    // face and make a third cluster: real sparse-ring geometry. A sensor 1 m up sees faces only.)
+    let found = segment(&cloud.points, &SegmentParams::default());
+    assert_eq!(found.clusters.len(), 2);
+    let mut classifier = load(4, 1);
+    let objects = classifier.classify(&found.clusters, 0).expect("classifies");
+    assert_eq!(objects.len(), 2);
+    for o in &objects {
+        assert!(o.class_id < 7 && (0.0..=1.0).contains(&o.score));
+    }
+    // The same clusters give the same answers (sampling is seeded).
+    assert_eq!(
+        classifier.classify(&found.clusters, 0).expect("again"),
+        objects
+    );
+    let lookout_wire::Body::LidarObjects(body) = lidar_objects_body(&objects) else {
+        panic!("not a LidarObjects body");
+    };
+    assert_eq!(body.objects.len(), 2);
+    let message = lookout_wire::Message {
+        header: lookout_wire::Header {
+            version: lookout_wire::PROTOCOL_VERSION,
+            device_id: 1,
+            sequence: 0,
+            timestamp_us: cloud.timestamp_us,
+            frame_id: 0,
+        },
+        body: lookout_wire::Body::LidarObjects(body.clone()),
+    };
+    let mut buf = [0u8; lookout_wire::MAX_FRAME_LEN];
+    let frame = lookout_wire::encode_frame(&message, &mut buf).expect("encodes");
+    let mut decoder = lookout_wire::FrameDecoder::<{ lookout_wire::MAX_FRAME_LEN }>::new();
+    let mut decoded = None;
+    for &b in frame.iter() {
+        if let Some(result) = decoder.push(b) {
+            decoded = Some(result.expect("valid frame"));
+        }
+    }
+    assert_eq!(decoded.expect("one message").body, message.body);
+}
+
+#[test]
+fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
+    let capture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures/velodyne_vlp16.pcap");
+    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["lidar", "--pcap"])
+        .arg(&capture)
+        .args(["--lidar-model", "vlp16", "--threads", "1"])
+        .output()
+        .expect("lookout runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    // One complete rotation; the partial one at the end is left out without --partial.
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let scan = &lines[0];
+    assert_eq!(scan["complete"], true);
+    assert_eq!(scan["points"], 17_955);
+    let objects = scan["objects"].as_array().expect("objects");
+    assert!(!objects.is_empty());
+    for o in objects {
+        let class = o["class"].as_str().expect("class name");
+        assert!(["box", "cylinder", "sphere", "cone", "plane", "person", "car"].contains(&class));
+        assert!(o["score"]
+            .as_f64()
+            .is_some_and(|s| (0.0..=1.0).contains(&s)));
+        assert_eq!(o["center_m"].as_array().map(Vec::len), Some(3));
+    }
+    assert!(
+        stderr.contains("packets 84 decoded, 16 ignored, 0 malformed"),
+        "{stderr}"
+    );
+
+    // A capture cut mid-record: the rotation still comes out, the truncation is counted and the
+    // exit status says something was wrong.
+    let bytes = std::fs::read(&capture).expect("capture");
+    let dir = std::env::temp_dir().join(format!("lookout-lidar-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["lidar", "--no-classify", "--lidar-model", "vlp16", "--pcap"])
+        .arg(&cut)
+        .output()
+        .expect("lookout runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 truncated records"));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["lidar", "--pcap"])
+        .arg(&capture)
+        .args(["--model", "/nonexistent/pointnet.onnx"])
+        .output()
+        .expect("lookout runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/pointnet.onnx"));
+}
+
+#[test]
+fn lidar_command_reads_a_live_velodyne_on_udp() {
+    let capture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures/velodyne_vlp16.pcap");
+    let mut reader =
+        lookout_lidar::pcap::PcapReader::new(std::fs::File::open(&capture).expect("capture"))
+            .expect("pcap");
+    let link = reader.link_type();
+    let mut payloads = Vec::new();
+    while let Some(record) = reader.next_record().expect("record") {
+        if let Some(d) = lookout_lidar::pcap::udp_datagram(link, &record.data) {
+            if d.destination_port == 2368 {
+                payloads.push(d.payload.to_vec());
+            }
+        }
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "lidar",
+            "--no-classify",
+            "--lidar-model",
+            "vlp16",
+            "--max-scans",
+            "1",
+            "--udp",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lookout runs");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Play the capture, paced like the sensor, until lookout has its rotation (76 packets
+    // from wherever it started listening) and exits; packets sent before it bound are lost,
+    // as they would be from a real sensor.
+    'send: while std::time::Instant::now() < deadline {
+        for payload in &payloads {
+            let _ = sender.send_to(payload, ("127.0.0.1", port));
+            std::thread::sleep(std::time::Duration::from_micros(300));
+            if child.try_wait().expect("wait").is_some() {
+                break 'send;
+            }
+        }
+    }
+    let output = child.wait_with_output().expect("lookout exits");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().expect("a scan line")).expect("JSON");
+    assert_eq!(line["complete"], true);
+    assert!(
+        line["points"].as_u64().is_some_and(|n| n > 15_000),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_model_given_by_path_takes_its_class_names_from_its_training_report() {
+    let dir = std::env::temp_dir().join(format!("lookout-pointnet-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let model = dir.join("mine.onnx");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/pointnet_synthetic.onnx"),
+        &model,
+    )
+    .expect("copy");
+    let options = EngineOptions::threads(1);
+    let unnamed = PointNetClassifier::load(
+        &PointModelChoice::resolve(&model.to_string_lossy()),
+        1,
+        Some(256),
+        &options,
+    )
+    .expect("loads");
+    assert_eq!(unnamed.class_names()[6], "class6");
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    std::fs::write(
+        dir.join("mine.json"),
+        serde_json::json!({ "classes": names }).to_string(),
+    )
+    .expect("report");
+    let named = PointNetClassifier::load(
+        &PointModelChoice::resolve(&model.to_string_lossy()),
+        1,
+        Some(256),
+        &options,
+    )
+    .expect("loads");
+    assert_eq!(named.class_names(), names);
+}
