@@ -328,6 +328,51 @@ fn unplugged_camera_is_reported_reopened_and_resumes_with_the_next_frame() {
 }
 
 #[test]
+fn silent_camera_times_out_then_is_reopened_and_streams_again() {
+    if !in_shim(
+        "silent_camera_times_out_then_is_reopened_and_streams_again",
+        &[("LOOKOUT_SHIM_STALL_AFTER", "5")],
+    ) {
+        return;
+    }
+    let mut source = V4l2Source::open(&camera("YUYV", 320, 240, 250)).unwrap();
+    let mut frames = Vec::new();
+    let mut errors = Vec::new();
+    while frames.len() < 10 {
+        assert!(errors.len() < 10, "{errors:?}");
+        match source.next_frame() {
+            Ok(Some(frame)) => frames.push(frame_number(&frame)),
+            Ok(None) => panic!("a camera stream does not end"),
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                errors.push(e);
+            }
+        }
+    }
+    // Two timeouts are reported as such; the third gives up on the stream and reopens it.
+    assert!(
+        matches!(
+            errors[0],
+            SourceError::Timeout {
+                waited_ms: 1000,
+                ..
+            }
+        ),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(errors[1], SourceError::Timeout { .. }),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(&errors[2], SourceError::Disconnected { frames: 5, reason, .. } if reason.contains("no frame for 3000 ms")),
+        "{errors:?}"
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(frames, (frames[0]..frames[0] + 10).collect::<Vec<_>>());
+}
+
+#[test]
 fn latest_frame_keeps_a_slow_consumer_on_fresh_camera_frames() {
     if !in_shim(
         "latest_frame_keeps_a_slow_consumer_on_fresh_camera_frames",

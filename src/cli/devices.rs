@@ -84,3 +84,19 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<bool> {
     }
     Ok(all_ok)
 }
+
+#[cfg(all(test, not(feature = "v4l")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_without_the_feature_names_the_feature_to_enable() {
+        let err = run(DevicesArgs {
+            devices: Vec::new(),
+            json: false,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--features v4l"), "{err}");
+    }
+}

@@ -256,6 +256,7 @@ fn blend_rgb_rows(
 
 /// Vertical blend of Y, U, V rows, BT.601 limited-range matrix, clamp to 0..255, then
 /// normalisation: straight-line f32 code over contiguous lanes.
+#[allow(clippy::manual_clamp)]
 fn blend_yuv_rows(
     top: &[Vec<f32>; 3],
     bottom: &[Vec<f32>; 3],
@@ -273,9 +274,11 @@ fn blend_yuv_rows(
         let y = (y0[x] + (y1[x] - y0[x]) * wy - Y_OFFSET) * Y_GAIN;
         let u = u0[x] + (u1[x] - u0[x]) * wy - UV_OFFSET;
         let v = v0[x] + (v1[x] - v0[x]) * wy - UV_OFFSET;
-        let r = (y + R_FROM_V * v).clamp(0.0, 255.0);
-        let g = (y + G_FROM_U * u + G_FROM_V * v).clamp(0.0, 255.0);
-        let b = (y + B_FROM_U * u).clamp(0.0, 255.0);
+        // max/min, not clamp: they map to single fmaxnm/fminnm (NEON) and maxps/minps (SSE)
+        // lanes, where clamp's NaN rules cost a compare and a select per bound.
+        let r = (y + R_FROM_V * v).max(0.0).min(255.0);
+        let g = (y + G_FROM_U * u + G_FROM_V * v).max(0.0).min(255.0);
+        let b = (y + B_FROM_U * u).max(0.0).min(255.0);
         r_out[x] = r * gain[0] + offset[0];
         g_out[x] = g * gain[1] + offset[1];
         b_out[x] = b * gain[2] + offset[2];

@@ -37,6 +37,8 @@ struct Streaming {
     // Field order is drop order: the stream (unmapping buffers) before the device (closing).
     stream: Stream<'static>,
     _device: Device,
+    /// Whether the first `next()` (which queues the buffers and starts streaming) has run.
+    started: bool,
 }
 
 /// A V4L2 camera as a [`FrameSource`].
@@ -188,6 +190,37 @@ impl FrameSource for V4l2Source {
         let Some(streaming) = self.streaming.as_mut() else {
             return Err(SourceError::Stopped);
         };
+        // Wait for the frame here rather than in the v4l crate: after its own poll times out,
+        // its next call re-queues a buffer that is already queued (EINVAL), so a timeout there
+        // would break the stream. Ours leaves the stream as it was.
+        let timeout = timeout_for(self.negotiated.fps);
+        if streaming.started {
+            match wait_readable(streaming.stream.handle().fd(), timeout) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.consecutive_timeouts += 1;
+                    let waited_ms = timeout.as_millis() as u64;
+                    if self.consecutive_timeouts >= TIMEOUTS_BEFORE_REOPEN {
+                        return Err(self.lose_camera(format!(
+                            "no frame for {} ms",
+                            waited_ms * self.consecutive_timeouts as u64
+                        )));
+                    }
+                    return Err(SourceError::Timeout {
+                        device: self.device(),
+                        waited_ms,
+                    });
+                }
+                Err(source) => {
+                    return Err(SourceError::Device {
+                        device: self.device(),
+                        operation: "poll",
+                        source,
+                    })
+                }
+            }
+        }
+        streaming.started = true;
         let result = streaming.stream.next().map(|(buffer, meta)| {
             // Only `bytesused` bytes are this frame: the rest of the buffer is stale.
             let used = (meta.bytesused as usize).min(buffer.len());
@@ -232,19 +265,10 @@ impl FrameSource for V4l2Source {
                     }),
                 }
             }
+            // Only the first frame waits inside the v4l crate; its timeout leaves the stream
+            // unusable, so the camera is reopened.
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                self.consecutive_timeouts += 1;
-                let waited_ms = timeout_for(self.negotiated.fps).as_millis() as u64;
-                if self.consecutive_timeouts >= TIMEOUTS_BEFORE_REOPEN {
-                    return Err(self.lose_camera(format!(
-                        "no frame for {} ms",
-                        waited_ms * self.consecutive_timeouts as u64
-                    )));
-                }
-                Err(SourceError::Timeout {
-                    device: self.device(),
-                    waited_ms,
-                })
+                Err(self.lose_camera(format!("no first frame within {} ms", timeout.as_millis())))
             }
             Err(e) if is_transient_errno(&e) => Err(self.lose_camera(e.to_string())),
             Err(e) => Err(SourceError::Device {
@@ -261,6 +285,23 @@ impl FrameSource for V4l2Source {
             "camera {} ({}), {} {}x{} at {:.1} fps",
             self.settings.device, n.card, n.format, n.width, n.height, n.fps
         )
+    }
+}
+
+/// Waits until `fd` has a frame (or an error) to dequeue; false on timeout.
+fn wait_readable(fd: std::os::raw::c_int, timeout: Duration) -> std::io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, and its count, for the duration of the call.
+    match unsafe { libc::poll(&mut pollfd, 1, timeout_ms) } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(false),
+        // POLLERR/POLLHUP (unplugged) also count: DQBUF then says what happened.
+        _ => Ok(true),
     }
 }
 
@@ -365,6 +406,7 @@ fn start(
         Streaming {
             stream,
             _device: device,
+            started: false,
         },
         negotiated,
     ))

@@ -23,6 +23,8 @@
  * with ENODEV, poll reports POLLERR|POLLHUP and every later ioctl on open handles fails with
  * ENODEV, as after a USB unplug; opening the device fails with ENOENT for
  * LOOKOUT_SHIM_OFFLINE_MS milliseconds (default 300), then it is back. This happens once.
+ * Stall: with LOOKOUT_SHIM_STALL_AFTER=N, after N delivered frames the camera goes silent
+ * (poll times out) until it is closed and opened again, like a wedged UVC camera. Once.
  * LOOKOUT_SHIM_STRIDE_PAD=B pads YUYV rows by B bytes (drivers may).
  */
 #define _GNU_SOURCE
@@ -61,6 +63,8 @@ static int initialised;
 static char device_path[512] = "/dev/video-lookout-test";
 static long disconnect_after; /* frames; 0 = never */
 static long offline_ms = 300;
+static long stall_after; /* frames; 0 = never */
+static int stalled, stalled_once;
 static uint32_t stride_pad;
 static unsigned char *jpeg;
 static size_t jpeg_len;
@@ -122,6 +126,7 @@ static void init_locked(void) {
     if ((s = getenv("LOOKOUT_SHIM_DISCONNECT_AFTER"))) disconnect_after = atol(s);
     if ((s = getenv("LOOKOUT_SHIM_OFFLINE_MS"))) offline_ms = atol(s);
     if ((s = getenv("LOOKOUT_SHIM_STRIDE_PAD"))) stride_pad = (uint32_t)atol(s);
+    if ((s = getenv("LOOKOUT_SHIM_STALL_AFTER"))) stall_after = atol(s);
     const uint32_t yuyv = V4L2_PIX_FMT_YUYV, nv12 = V4L2_PIX_FMT_NV12;
     modes[n_modes++] = (Mode){yuyv, 640, 480};
     modes[n_modes++] = (Mode){yuyv, 320, 240};
@@ -294,6 +299,10 @@ static int dqbuf_locked(Handle *h, struct v4l2_buffer *b, int nonblocking) {
         disconnect_all_locked();
         return fail(ENODEV);
     }
+    if (stall_after > 0 && !stalled_once && delivered_total >= (uint64_t)stall_after) {
+        stalled = stalled_once = 1;
+    }
+    if (stalled) return fail(EAGAIN);
     uint64_t iv = interval_ns(h);
     uint64_t due = h->start_ns + h->next_k * iv;
     uint64_t now = now_ns();
@@ -531,6 +540,7 @@ static int fake_open(void) {
         pthread_mutex_unlock(&lock);
         return fail(EMFILE);
     }
+    stalled = 0; /* reopening resets a wedged camera */
     int fd = memfd_create("lookout-v4l-shim", MFD_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -654,8 +664,16 @@ int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms) {
             pthread_mutex_unlock(&lock);
             return 1;
         }
+        if (stall_after > 0 && !stalled_once && delivered_total >= (uint64_t)stall_after)
+            stalled = stalled_once = 1;
+        int silent = stalled;
         uint64_t due = h->start_ns + h->next_k * interval_ns(h);
         pthread_mutex_unlock(&lock);
+        if (silent) {
+            sleep_ns(timeout_ms >= 0 ? (uint64_t)timeout_ms * 1000000ull : 1000000000ull);
+            fds[0].revents = 0;
+            return 0;
+        }
         uint64_t now = now_ns();
         uint64_t wait = due > now ? due - now : 0;
         if (timeout_ms >= 0 && wait > (uint64_t)timeout_ms * 1000000ull) {
