@@ -6,6 +6,7 @@ mod bench;
 mod detect;
 mod info;
 mod listen;
+mod segment;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print the messages a lookout publishes (serial line or MQTT broker), as JSON lines.
     Listen(listen::ListenArgs),
+    /// Segment an object with MobileSAM from points and/or a box; prints scores as JSON.
+    Segment(segment::SegmentArgs),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),
         Command::Listen(args) => listen::run(args).map(|()| true),
+        Command::Segment(args) => segment::run(args),
     }
 }
 

@@ -1,0 +1,78 @@
+//! `lookout segment` end to end on the committed tiny MobileSAM fixture (seeded random
+//! weights: the masks mean nothing, the plumbing and the errors are what is tested).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn segment(args: &[&str]) -> std::process::Output {
+    let model = root().join("tests/fixtures/sam/mobilesam_tiny");
+    let image = root().join("tests/fixtures/images/chelsea.png");
+    Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("segment")
+        .arg(&image)
+        .arg("--model")
+        .arg(&model)
+        .args(["--threads", "1"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn segment_writes_mask_and_overlay_and_prints_scores() {
+    let out_dir = std::env::temp_dir().join(format!("lookout-segment-{}", std::process::id()));
+    let out = segment(&[
+        "--point",
+        "200,150",
+        "--point",
+        "20,20:neg",
+        "--box",
+        "10,5,440,295",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["width"], 451);
+    assert_eq!(line["height"], 300);
+    assert_eq!(line["candidate_scores"].as_array().unwrap().len(), 1);
+    let mask = image::open(out_dir.join("mask.png")).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (451, 300));
+    let area = mask.pixels().filter(|p| p.0[0] == 255).count();
+    assert_eq!(area as u64, line["area_px"].as_u64().unwrap());
+    assert!(out_dir.join("overlay.png").exists());
+    std::fs::remove_dir_all(&out_dir).ok();
+}
+
+#[test]
+fn one_point_gives_three_candidates_unless_single_is_asked() {
+    let multi = segment(&["--point", "200,150"]);
+    let line: serde_json::Value = serde_json::from_slice(&multi.stdout).unwrap();
+    assert_eq!(line["candidate_scores"].as_array().unwrap().len(), 3);
+    let single = segment(&["--point", "200,150", "--single"]);
+    let line: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
+    assert_eq!(line["candidate_scores"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_prompts_fail_with_a_message_that_names_the_problem() {
+    for (args, expected) in [
+        (&[][..], "no prompt"),
+        (&["--point", "451,10"][..], "outside the 451x300 image"),
+        (&["--box", "10,10,10,50"][..], "is empty or outside"),
+        (&["--point", "1,2,3"][..], "is not X,Y"),
+    ] {
+        let out = segment(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
