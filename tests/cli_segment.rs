@@ -76,3 +76,47 @@ fn bad_prompts_fail_with_a_message_that_names_the_problem() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+mod common;
+
+fn detect_segment(extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("detect")
+        .arg(root().join("tests/fixtures/images/astronaut.png"))
+        .arg("--model")
+        .arg(common::yolo11n())
+        .arg("--segment")
+        .arg("--sam-model")
+        .arg(root().join("tests/fixtures/sam/mobilesam_tiny"))
+        .args(["--threads", "1"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn detect_with_segment_gives_each_detection_a_mask_within_the_budgets() {
+    let all = detect_segment(&[]);
+    let detections = all["detections"].as_array().unwrap().len();
+    let masks = all["masks"].as_array().unwrap();
+    assert!(detections >= 2, "{all}");
+    assert_eq!(masks.len(), detections);
+    for m in masks {
+        assert!(m["frame_bytes"].as_u64().unwrap() <= 1024, "{m}");
+    }
+    // Best detection first; the count budget keeps only it.
+    let one = detect_segment(&["--segment-max", "1", "--mask-frame-bytes", "200"]);
+    let masks = one["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 1);
+    assert_eq!(masks[0]["detection"], 0);
+    assert!(masks[0]["frame_bytes"].as_u64().unwrap() <= 200);
+    // A class filter that matches nothing makes no mask and runs no encoder.
+    let none = detect_segment(&["--segment-classes", "giraffe"]);
+    assert_eq!(none["masks"].as_array().unwrap().len(), 0);
+}

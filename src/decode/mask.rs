@@ -516,6 +516,59 @@ pub fn to_instance_mask(
     })
 }
 
+/// Bytes of the serial frame (COBS + CRC + delimiter) that would carry `mask`, with a
+/// worst-case header (largest varints).
+pub fn frame_len(mask: &InstanceMask) -> usize {
+    use lookout_wire::{encode_frame, Body, Header, Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
+    let message = Message {
+        header: Header {
+            version: PROTOCOL_VERSION,
+            device_id: u16::MAX,
+            sequence: u32::MAX,
+            timestamp_us: u64::MAX,
+            frame_id: u32::MAX,
+        },
+        body: Body::Mask(mask.clone()),
+    };
+    let mut out = [0u8; MAX_FRAME_LEN + MAX_FRAME_LEN / 128 + 8];
+    encode_frame(&message, &mut out).map_or(usize::MAX, |f| f.len())
+}
+
+/// The most faithful encoding of `mask` whose serial frame fits `max_frame_bytes`: exact RLE
+/// if it fits, else polygons with 256, 128, ... 4 points. `None` when not even a 4-point
+/// polygon fits (or the mask is empty).
+pub fn fit_instance_mask(
+    mask: &Mask,
+    object_id: u32,
+    class_id: u16,
+    score: f32,
+    max_frame_bytes: usize,
+) -> Option<InstanceMask> {
+    let fits = |m: &InstanceMask| frame_len(m) <= max_frame_bytes;
+    if let Ok(m) = to_instance_mask(mask, object_id, class_id, score, MaskEncoding::Rle, 0) {
+        if fits(&m) {
+            return Some(m);
+        }
+    }
+    let mut points = MAX_POLYGON_POINTS;
+    while points >= 4 {
+        let m = to_instance_mask(
+            mask,
+            object_id,
+            class_id,
+            score,
+            MaskEncoding::Polygon,
+            points,
+        )
+        .ok()?;
+        if fits(&m) {
+            return Some(m);
+        }
+        points /= 2;
+    }
+    None
+}
+
 /// Rebuilds the full-image mask a wire [`InstanceMask`] describes.
 pub fn from_instance_mask(mask: &InstanceMask, width: usize, height: usize) -> Option<Mask> {
     match &mask.shape {
@@ -664,6 +717,20 @@ mod tests {
             to_instance_mask(&m, 0, 0, 1.0, MaskEncoding::Rle, 32),
             Err(MaskWireError::TooManyRuns { .. })
         ));
+    }
+
+    #[test]
+    fn masks_fit_the_frame_budget_exactly_when_they_can() {
+        let m = disc(200, 150, 90.0, 70.0, 50.0);
+        let exact = fit_instance_mask(&m, 1, 2, 0.9, lookout_wire::MAX_FRAME_LEN).unwrap();
+        assert!(matches!(exact.shape, MaskShape::Rle { .. }));
+        assert_eq!(from_instance_mask(&exact, 200, 150).unwrap(), m);
+        // A tighter budget: the RLE (~100 runs) does not fit, a polygon does.
+        let small = fit_instance_mask(&m, 1, 2, 0.9, 120).unwrap();
+        assert!(matches!(small.shape, MaskShape::Polygon { .. }));
+        assert!(frame_len(&small) <= 120);
+        assert!(from_instance_mask(&small, 200, 150).unwrap().iou(&m) > 0.85);
+        assert!(fit_instance_mask(&m, 1, 2, 0.9, 10).is_none());
     }
 
     #[test]
