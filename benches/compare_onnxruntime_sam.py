@@ -48,12 +48,41 @@ def upscale(low, w, h, sx, sy):
     return resize(crop, w, h, w, h) > 0
 
 
+def parity(model):
+    """onnxruntime on the exact tensors tract saw (target/sam_parity from the Rust bench)."""
+    d = os.path.join(ROOT, "target/sam_parity")
+    if not os.path.exists(os.path.join(d, "input.f32")):
+        return
+    f = lambda n: np.fromfile(os.path.join(d, n), "<f4")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    enc = ort.InferenceSession(model + "_encoder.onnx", so, providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(model + "_decoder.onnx", so, providers=["CPUExecutionProvider"])
+    emb_tract = f("embedding.f32")
+    emb = enc.run(None, {"image": f("input.f32").reshape(1, 3, 1024, 1024)})[0]
+    labels = f("point_labels.f32")
+    masks, iou = dec.run(None, {
+        "image_embeddings": emb_tract.reshape(emb.shape),
+        "point_coords": f("point_coords.f32").reshape(1, -1, 2),
+        "point_labels": labels.reshape(1, -1),
+        "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+        "has_mask_input": np.zeros(1, np.float32),
+    })
+    e = np.abs(emb.ravel() - emb_tract).max()
+    m = np.abs(masks.ravel() - f("low_res_masks.f32")).max()
+    i = np.abs(iou.ravel() - f("iou_predictions.f32")).max()
+    print(f"parity on the full-size model, tract vs onnxruntime, same tensors: "
+          f"embedding max |diff| {e:.2e} (values up to {np.abs(emb).max():.1f}), "
+          f"decoder logits {m:.2e} (up to {np.abs(masks).max():.1f}), iou {i:.2e}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=os.path.join(ROOT, "models/mobilesam_seeded"))
     p.add_argument("--threads", default=os.environ.get("LOOKOUT_SAM_THREADS", "1,2"))
     p.add_argument("--iters", type=int, default=int(os.environ.get("LOOKOUT_SAM_ITERS", "5")))
     a = p.parse_args()
+    parity(a.model)
     img = Image.open(os.path.join(ROOT, "tests/fixtures/images/chelsea.png")).convert("RGB")
     w, h = img.size
     x, (sx, sy) = encoder_input(img)

@@ -6,7 +6,9 @@
 //! `quantize/export_mobilesam.py --random-weights --seed 0` (full-size architecture, seeded
 //! weights: the timings are MobileSAM's, the masks are not). Iterations: `LOOKOUT_SAM_ITERS`
 //! (default 5), threads: `LOOKOUT_SAM_THREADS` (default "1,2"). Writes the figures as JSON to
-//! `target/sam_bench.json` for `benches/compare_onnxruntime_sam.py`.
+//! `target/sam_bench.json` for `benches/compare_onnxruntime_sam.py`, and the encoder input,
+//! embedding and first prompt's decoder outputs under `target/sam_parity/` so that script can
+//! check onnxruntime computes the same on the full-size model.
 
 use lookout::infer::sam::{Prompt, PromptPoint, SamModelPaths, SamSegmenter};
 use lookout::infer::EngineOptions;
@@ -46,6 +48,43 @@ fn prompts(n: usize, w: f32, h: f32) -> Vec<Prompt> {
         .collect()
 }
 
+fn write_f32(path: &std::path::Path, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    if let Err(e) = std::fs::write(path, bytes) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// Encoder input, embedding, and the decoder's answer to the benchmark's first prompt.
+fn dump_parity(root: &std::path::Path, paths: &SamModelPaths, image: &image::RgbImage) {
+    let dir = root.join("target/sam_parity");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let mut sam = SamSegmenter::load(paths, &EngineOptions { threads: 1 }).expect("load MobileSAM");
+    let (input, geometry) = lookout::infer::sam::encoder_input(image).expect("input");
+    let values = |t: &tract_onnx::prelude::Tensor| -> Vec<f32> {
+        t.to_plain_array_view::<f32>()
+            .expect("f32")
+            .iter()
+            .copied()
+            .collect()
+    };
+    write_f32(&dir.join("input.f32"), &values(&input));
+    let emb = sam.encode_tensor(input).expect("encoder");
+    write_f32(&dir.join("embedding.f32"), &values(&emb));
+    let prompt = &prompts(10, image.width() as f32, image.height() as f32)[0];
+    let (coords, labels) = lookout::infer::sam::prompt_tensors(prompt, &geometry).expect("prompt");
+    let flat: Vec<f32> = coords.iter().flatten().copied().collect();
+    write_f32(&dir.join("point_coords.f32"), &flat);
+    write_f32(&dir.join("point_labels.f32"), &labels);
+    let out = sam
+        .decode_raw(&emb, &coords, &labels, None)
+        .expect("decoder");
+    write_f32(&dir.join("low_res_masks.f32"), &out.low_res_masks);
+    write_f32(&dir.join("iou_predictions.f32"), &out.iou_predictions);
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let prefix = std::env::var("LOOKOUT_SAM_MODEL")
@@ -75,6 +114,7 @@ fn main() {
         .expect("sample photo")
         .to_rgb8();
     let (w, h) = (image.width() as f32, image.height() as f32);
+    dump_parity(&root, &paths, &image);
     let mut results = Vec::new();
     println!(
         "MobileSAM through tract: {} ({}x{} photo, {iters} iterations, medians)",

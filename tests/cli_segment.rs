@@ -120,3 +120,32 @@ fn detect_with_segment_gives_each_detection_a_mask_within_the_budgets() {
     let none = detect_segment(&["--segment-classes", "giraffe"]);
     assert_eq!(none["masks"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn everything_mode_prints_the_masks_of_a_point_grid() {
+    let out_dir = std::env::temp_dir().join(format!("lookout-everything-{}", std::process::id()));
+    let out = segment(&[
+        "--everything",
+        "3",
+        "--pred-iou",
+        "-10",
+        "--stability",
+        "0",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["points"], 9);
+    assert!(!line["masks"].as_array().unwrap().is_empty(), "{line}");
+    assert!(out_dir.join("everything.png").exists());
+    std::fs::remove_dir_all(&out_dir).ok();
+    let bad = segment(&["--everything", "0"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("1 to 64"));
+    let both = segment(&["--everything", "4", "--point", "3,3"]);
+    assert!(!both.status.success());
+}

@@ -252,3 +252,42 @@ fn missing_model_file_names_the_export_script() {
     };
     assert!(err.contains("export_mobilesam.py"), "{err}");
 }
+
+#[test]
+fn everything_mode_filters_suppresses_and_respects_its_time_budget() {
+    use lookout::infer::sam::EverythingParams;
+    let mut sam = segmenter(1);
+    let img = image::RgbImage::from_fn(300, 200, |x, y| {
+        image::Rgb([(x * 255 / 300) as u8, (y * 255 / 200) as u8, 90])
+    });
+    let emb = sam.embed(1, &img).unwrap();
+    // Seeded weights predict low IoUs: open the filters to see the NMS and the upscale work.
+    let open = EverythingParams {
+        points_per_side: 4,
+        pred_iou_threshold: -10.0,
+        stability_threshold: 0.0,
+        box_nms_threshold: 0.5,
+        ..EverythingParams::default()
+    };
+    let masks = sam.segment_everything(&emb, &open).unwrap();
+    assert!(!masks.is_empty());
+    for w in masks.windows(2) {
+        assert!(w[0].predicted_iou >= w[1].predicted_iou);
+    }
+    for m in &masks {
+        assert_eq!((m.mask.width, m.mask.height), (300, 200));
+        assert!((0.0..=1.0).contains(&m.stability));
+    }
+    // SAM's default thresholds reject what random weights predict.
+    let strict = EverythingParams {
+        points_per_side: 4,
+        ..EverythingParams::default()
+    };
+    let strict_masks = sam.segment_everything(&emb, &strict).unwrap();
+    assert!(strict_masks.len() < masks.len());
+    let no_time = EverythingParams {
+        time_budget: Some(std::time::Duration::ZERO),
+        ..open
+    };
+    assert!(sam.segment_everything(&emb, &no_time).unwrap().is_empty());
+}

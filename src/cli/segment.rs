@@ -39,6 +39,132 @@ pub struct SegmentArgs {
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// "Everything" mode instead of a prompt: a grid of N×N points, SAM's IoU and stability
+    /// filters and mask-box NMS; prints every mask kept.
+    #[arg(long, value_name = "N", conflicts_with_all = ["points", "bbox"])]
+    pub everything: Option<usize>,
+    /// Everything mode: stop prompting after this many ms (masks so far are kept).
+    #[arg(long, requires = "everything")]
+    pub budget_ms: Option<f64>,
+    /// Everything mode: minimum predicted IoU (SAM: 0.88).
+    #[arg(
+        long,
+        default_value_t = 0.88,
+        requires = "everything",
+        allow_hyphen_values = true
+    )]
+    pub pred_iou: f32,
+    /// Everything mode: minimum stability score (SAM: 0.95).
+    #[arg(long, default_value_t = 0.95, requires = "everything")]
+    pub stability: f32,
+}
+
+#[derive(Serialize)]
+struct EverythingRecord {
+    predicted_iou: f32,
+    stability: f32,
+    point: [f32; 2],
+    area_px: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bbox: Option<[u16; 4]>,
+}
+
+/// `--everything N`: every mask the grid finds, as one JSON line; an overlay with each mask
+/// in its own colour.
+fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
+    use lookout::infer::sam::EverythingParams;
+    if side == 0 || side > 64 {
+        bail!("--everything takes the grid's points per side, 1 to 64 (SAM uses 32)");
+    }
+    if args.budget_ms.is_some_and(|b| b.is_nan() || b <= 0.0) {
+        bail!("--budget-ms must be above 0");
+    }
+    let frame = load_frame(&args.image, 0)?;
+    let (mut sam, load) = load_model(args)?;
+    let t = Instant::now();
+    let embedding = sam.embed(frame.frame_id, &frame.image)?;
+    let encoder = t.elapsed();
+    let params = EverythingParams {
+        points_per_side: side,
+        pred_iou_threshold: args.pred_iou,
+        stability_threshold: args.stability,
+        time_budget: args
+            .budget_ms
+            .map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
+        ..EverythingParams::default()
+    };
+    let t = Instant::now();
+    let masks = sam.segment_everything(&embedding, &params)?;
+    let decoder = t.elapsed();
+    let records: Vec<EverythingRecord> = masks
+        .iter()
+        .map(|m| EverythingRecord {
+            predicted_iou: round4(m.predicted_iou),
+            stability: round4(m.stability),
+            point: m.point,
+            area_px: m.mask.area(),
+            bbox: m.mask.bounding_box().map(|b| [b.x1, b.y1, b.x2, b.y2]),
+        })
+        .collect();
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+        let mut overlay = frame.image.clone();
+        for (k, m) in masks.iter().enumerate() {
+            // Distinct hues from the golden angle.
+            let hue = (k as f32 * 137.5) % 360.0;
+            let c = hue_rgb(hue);
+            for (x, y, p) in overlay.enumerate_pixels_mut() {
+                if m.mask.get(x as usize, y as usize) {
+                    for (v, tint) in p.0.iter_mut().zip(c) {
+                        *v = ((*v as u16 + tint as u16) / 2) as u8;
+                    }
+                }
+            }
+        }
+        let path = dir.join("everything.png");
+        overlay
+            .save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "image": args.image,
+            "width": frame.image.width(),
+            "height": frame.image.height(),
+            "points": side * side,
+            "masks": records,
+            "ms": {"load": ms(load), "encoder": ms(encoder), "grid": ms(decoder)},
+        })
+    );
+    Ok(true)
+}
+
+fn hue_rgb(hue: f32) -> [u8; 3] {
+    let x = 1.0 - ((hue / 60.0) % 2.0 - 1.0).abs();
+    let (r, g, b) = match (hue / 60.0) as u32 {
+        0 => (1.0, x, 0.0),
+        1 => (x, 1.0, 0.0),
+        2 => (0.0, 1.0, x),
+        3 => (0.0, x, 1.0),
+        4 => (x, 0.0, 1.0),
+        _ => (1.0, 0.0, x),
+    };
+    [(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]
+}
+
+fn load_model(args: &SegmentArgs) -> anyhow::Result<(SamSegmenter, std::time::Duration)> {
+    let started = Instant::now();
+    let paths = SamModelPaths {
+        encoder: PathBuf::from(format!("{}_encoder.onnx", args.model)),
+        decoder: PathBuf::from(format!("{}_decoder.onnx", args.model)),
+    };
+    let options = EngineOptions {
+        threads: args.threads.unwrap_or_else(default_threads).max(1),
+    };
+    let sam = SamSegmenter::load(&paths, &options)?;
+    Ok((sam, started.elapsed()))
 }
 
 /// Parses `X,Y` or `X,Y:neg` (also `:pos`).
@@ -113,20 +239,14 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 pub fn run(args: SegmentArgs) -> anyhow::Result<bool> {
+    if let Some(side) = args.everything {
+        return run_everything(&args, side);
+    }
     if args.points.is_empty() && args.bbox.is_none() {
-        bail!("no prompt: give at least one --point X,Y[:neg] or a --box X1,Y1,X2,Y2");
+        bail!("no prompt: give at least one --point X,Y[:neg] or a --box X1,Y1,X2,Y2 (or --everything N)");
     }
     let frame = load_frame(&args.image, 0)?;
-    let started = Instant::now();
-    let paths = SamModelPaths {
-        encoder: PathBuf::from(format!("{}_encoder.onnx", args.model)),
-        decoder: PathBuf::from(format!("{}_decoder.onnx", args.model)),
-    };
-    let options = EngineOptions {
-        threads: args.threads.unwrap_or_else(default_threads).max(1),
-    };
-    let mut sam = SamSegmenter::load(&paths, &options)?;
-    let load = started.elapsed();
+    let (mut sam, load) = load_model(&args)?;
     let t = Instant::now();
     let embedding = sam.embed(frame.frame_id, &frame.image)?;
     let encoder = t.elapsed();
