@@ -253,6 +253,18 @@ pub fn resolve_classes(
     Ok(Some(ids))
 }
 
+/// Blends a mask into an annotated image (blue tint), under the boxes drawn afterwards.
+fn tint_mask(image: &mut image::RgbImage, mask: &lookout::decode::mask::Mask) {
+    for (x, y, p) in image.enumerate_pixels_mut() {
+        if (x as usize) < mask.width
+            && (y as usize) < mask.height
+            && mask.get(x as usize, y as usize)
+        {
+            p.0 = [p.0[0] / 2, p.0[1] / 2 + 40, p.0[2] / 2 + 127];
+        }
+    }
+}
+
 pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
     let board = match &args.config {
         Some(path) => BoardConfig::load(path)?,
@@ -354,6 +366,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         let (detections, times) = detector.detect(&frame.image, &params)?;
         let names = detector.class_names();
         let mut mask_bodies = Vec::new();
+        let mut frame_masks = Vec::new();
         let mut segment_ms = None;
         let masks = match segmenter.as_mut() {
             Some((sam, budget)) => {
@@ -389,6 +402,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                         frame_bytes,
                     });
                     mask_bodies.extend(wire.map(lookout_wire::Body::Mask));
+                    frame_masks.push(seg.mask);
                 }
                 Some(records)
             }
@@ -429,6 +443,9 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         }
         if let Some(dir) = &args.annotate {
             let mut image = frame.image;
+            for mask in &frame_masks {
+                tint_mask(&mut image, mask);
+            }
             draw_detections(&mut image, &detections, names);
             let name = PathBuf::from(&frame.origin);
             let out = dir.join(name.file_name().unwrap_or_default());
