@@ -14,6 +14,9 @@ pub struct BoardConfig {
     pub detector: DetectorSection,
     /// Present when this board publishes to an MQTT broker.
     pub mqtt: Option<MqttSection>,
+    /// MobileSAM masks for detections (`lookout detect --segment`).
+    #[serde(default)]
+    pub segmenter: crate::infer::sam::SegmenterSection,
 }
 
 /// What the board is, for logs and reports.
@@ -220,6 +223,9 @@ impl BoardConfig {
         if d.max_det == Some(0) {
             return Err(invalid("detector.max_det", "must be at least 1".into()));
         }
+        self.segmenter
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         if let Some(m) = &self.mqtt {
             if let Some(url) = &m.url {
                 BrokerUrl::parse(url).map_err(|p| invalid("mqtt.url", p))?;

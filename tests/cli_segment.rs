@@ -149,3 +149,51 @@ fn everything_mode_prints_the_masks_of_a_point_grid() {
     let both = segment(&["--everything", "4", "--point", "3,3"]);
     assert!(!both.status.success());
 }
+
+#[test]
+fn board_config_segmenter_section_turns_masks_on_and_names_bad_keys() {
+    let dir = common::scratch("segmenter-config");
+    let model = root().join("tests/fixtures/sam/mobilesam_tiny");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[segmenter]\nenabled = true\nmodel = \"{}\"\nmax_masks = 1\nclasses = [\"person\"]\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let run = |config: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .arg("detect")
+            .arg(root().join("tests/fixtures/images/astronaut.png"))
+            .arg("--model")
+            .arg(common::yolo11n())
+            .args(["--threads", "1", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let masks = line["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 1, "{line}");
+    assert_eq!(
+        line["detections"][masks[0]["detection"].as_u64().unwrap() as usize]["class"],
+        "person"
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[segmenter]\nmax_masks = 0\n").unwrap();
+    let out = run(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("segmenter.max_masks") && err.contains("bad.toml"),
+        "{err}"
+    );
+}

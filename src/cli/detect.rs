@@ -73,21 +73,23 @@ pub struct SegmentOptions {
     /// as mask messages, to the serial/MQTT sinks.
     #[arg(long)]
     pub segment: bool,
-    /// MobileSAM files PREFIX_encoder.onnx / PREFIX_decoder.onnx (quantize/export_mobilesam.py).
-    #[arg(long, default_value = "models/mobilesam")]
-    pub sam_model: String,
-    /// At most this many masks per frame, best detections first.
-    #[arg(long, default_value_t = 10)]
-    pub segment_max: usize,
+    /// MobileSAM files PREFIX_encoder.onnx / PREFIX_decoder.onnx (quantize/export_mobilesam.py)
+    /// [default: models/mobilesam].
+    #[arg(long)]
+    pub sam_model: Option<String>,
+    /// At most this many masks per frame, best detections first [default: 10].
+    #[arg(long)]
+    pub segment_max: Option<usize>,
     /// Only segment these classes, by name or id (default: every detection).
     #[arg(long, value_delimiter = ',')]
     pub segment_classes: Vec<String>,
     /// Start no new mask once a frame's segmentation has taken this many ms (encoder included).
     #[arg(long)]
     pub segment_budget_ms: Option<f64>,
-    /// Largest serial frame for one mask: exact RLE when it fits, else a coarser polygon.
-    #[arg(long, default_value_t = 1024)]
-    pub mask_frame_bytes: usize,
+    /// Largest serial frame for one mask: exact RLE when it fits, else a coarser polygon
+    /// [default: 1024].
+    #[arg(long)]
+    pub mask_frame_bytes: Option<usize>,
 }
 
 #[cfg_attr(feature = "serial", allow(dead_code))]
@@ -308,28 +310,41 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         agnostic: args.agnostic || cfg.agnostic.unwrap_or(false),
         classes: resolve_classes(&classes, detector.class_names(), &classes_origin)?,
     };
-    let mut segmenter = if args.segment.segment {
+    let seg_cfg = &board.segmenter;
+    let mask_frame_bytes = args
+        .segment
+        .mask_frame_bytes
+        .or(seg_cfg.mask_frame_bytes)
+        .unwrap_or(1024);
+    let mut segmenter = if args.segment.segment || seg_cfg.enabled == Some(true) {
         let o = &args.segment;
-        if o.segment_budget_ms.is_some_and(|b| b.is_nan() || b <= 0.0) {
+        let budget_ms = o.segment_budget_ms.or(seg_cfg.budget_ms);
+        if budget_ms.is_some_and(|b| b.is_nan() || b <= 0.0) {
             bail!("--segment-budget-ms must be above 0");
         }
+        let sam_model = o
+            .sam_model
+            .as_deref()
+            .or(seg_cfg.model.as_deref())
+            .unwrap_or("models/mobilesam");
         let sam = lookout::infer::sam::SamSegmenter::load(
             &lookout::infer::sam::SamModelPaths {
-                encoder: PathBuf::from(format!("{}_encoder.onnx", o.sam_model)),
-                decoder: PathBuf::from(format!("{}_decoder.onnx", o.sam_model)),
+                encoder: PathBuf::from(format!("{sam_model}_encoder.onnx")),
+                decoder: PathBuf::from(format!("{sam_model}_decoder.onnx")),
             },
             &EngineOptions { threads },
         )?;
+        let (classes, origin) = match (&o.segment_classes[..], &seg_cfg.classes, &args.config) {
+            ([], Some(c), Some(path)) => (
+                c.clone(),
+                format!("segmenter.classes of {}", path.display()),
+            ),
+            _ => (o.segment_classes.clone(), "--segment-classes".to_string()),
+        };
         let budget = lookout::infer::sam::SegmentBudget {
-            max_masks: o.segment_max,
-            classes: resolve_classes(
-                &o.segment_classes,
-                detector.class_names(),
-                "--segment-classes",
-            )?,
-            time_budget: o
-                .segment_budget_ms
-                .map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
+            max_masks: o.segment_max.or(seg_cfg.max_masks).unwrap_or(10),
+            classes: resolve_classes(&classes, detector.class_names(), &origin)?,
+            time_budget: budget_ms.map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
         };
         Some((sam, budget))
     } else {
@@ -382,7 +397,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                         i as u32,
                         d.class_id as u16,
                         seg.score,
-                        args.segment.mask_frame_bytes,
+                        mask_frame_bytes,
                     );
                     let (encoding, frame_bytes) = match &wire {
                         Some(m) => (

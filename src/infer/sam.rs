@@ -392,6 +392,44 @@ impl SamSegmenter {
     }
 }
 
+/// Board config `[segmenter]`: `lookout detect`'s MobileSAM masks for detections. Anything
+/// unset falls back to the command line or the built-in defaults.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmenterSection {
+    /// Segment detections without `--segment` on the command line.
+    pub enabled: Option<bool>,
+    /// Model files prefix (`PREFIX_encoder.onnx`, `PREFIX_decoder.onnx`).
+    pub model: Option<String>,
+    /// At most this many masks per frame.
+    pub max_masks: Option<usize>,
+    /// Only these classes, by name or id.
+    pub classes: Option<Vec<String>>,
+    /// Per-frame time budget, ms.
+    pub budget_ms: Option<f64>,
+    /// Largest serial frame for one mask, bytes.
+    pub mask_frame_bytes: Option<usize>,
+}
+
+impl SegmenterSection {
+    /// Checks the values; `Err((key, problem))` names the offending key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_masks == Some(0) {
+            return Err(("segmenter.max_masks", "must be at least 1".into()));
+        }
+        if let Some(b) = self.budget_ms.filter(|b| b.is_nan() || *b <= 0.0) {
+            return Err(("segmenter.budget_ms", format!("is {b}; it must be above 0")));
+        }
+        if let Some(n) = self.mask_frame_bytes.filter(|n| *n < 32) {
+            return Err((
+                "segmenter.mask_frame_bytes",
+                format!("is {n}; not even a 4-point polygon fits below 32 bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Which detections get a mask, per frame.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SegmentBudget {
