@@ -24,6 +24,9 @@ pub struct BoardConfig {
     pub replay: Option<crate::source::camera::ReplaySection>,
     /// A live LiDAR and its classifier (`lookout lidar --config`).
     pub lidar: Option<crate::source::lidar::LidarSection>,
+    /// MobileSAM masks for detections (`lookout detect --segment`).
+    #[serde(default)]
+    pub segmenter: crate::infer::sam::SegmenterSection,
 }
 
 /// What the board is, for logs and reports.
@@ -232,6 +235,9 @@ impl BoardConfig {
         if d.max_det == Some(0) {
             return Err(invalid("detector.max_det", "must be at least 1".into()));
         }
+        self.segmenter
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         if let Some(m) = &self.mqtt {
             if let Some(url) = &m.url {
                 BrokerUrl::parse(url).map_err(|p| invalid("mqtt.url", p))?;

@@ -65,6 +65,34 @@ pub struct DetectArgs {
     /// Device id carried in every published message [default: board.device_id or 0].
     #[arg(long)]
     pub device_id: Option<u16>,
+    #[command(flatten)]
+    pub segment: SegmentOptions,
+}
+
+/// `--segment`: a MobileSAM mask for each detection, its box as the prompt.
+#[derive(Debug, clap::Args)]
+pub struct SegmentOptions {
+    /// Also segment detections with MobileSAM (box prompts); masks go into the JSON line and,
+    /// as mask messages, to the serial/MQTT sinks.
+    #[arg(long)]
+    pub segment: bool,
+    /// MobileSAM files PREFIX_encoder.onnx / PREFIX_decoder.onnx (quantize/export_mobilesam.py)
+    /// [default: models/mobilesam].
+    #[arg(long)]
+    pub sam_model: Option<String>,
+    /// At most this many masks per frame, best detections first [default: 10].
+    #[arg(long)]
+    pub segment_max: Option<usize>,
+    /// Only segment these classes, by name or id (default: every detection).
+    #[arg(long, value_delimiter = ',')]
+    pub segment_classes: Vec<String>,
+    /// Start no new mask once a frame's segmentation has taken this many ms (encoder included).
+    #[arg(long)]
+    pub segment_budget_ms: Option<f64>,
+    /// Largest serial frame for one mask: exact RLE when it fits, else a coarser polygon
+    /// [default: 1024].
+    #[arg(long)]
+    pub mask_frame_bytes: Option<usize>,
 }
 
 #[cfg_attr(feature = "serial", allow(dead_code))]
@@ -143,7 +171,21 @@ struct ImageRecord<'a> {
     width: u32,
     height: u32,
     detections: Vec<DetectionRecord<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masks: Option<Vec<MaskRecord>>,
     ms: Timing,
+}
+
+#[derive(Serialize)]
+struct MaskRecord {
+    /// Index into `detections`.
+    detection: usize,
+    /// MobileSAM's predicted IoU.
+    score: f32,
+    area_px: usize,
+    /// How it travels on the wire: `rle` (exact) or `polygon`, and the serial frame's bytes.
+    encoding: &'static str,
+    frame_bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -151,6 +193,8 @@ struct Timing {
     preprocess: f64,
     inference: f64,
     decode: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment: Option<f64>,
 }
 
 fn round(v: f32, places: i32) -> f32 {
@@ -214,6 +258,18 @@ pub fn resolve_classes(
     Ok(Some(ids))
 }
 
+/// Blends a mask into an annotated image (blue tint), under the boxes drawn afterwards.
+fn tint_mask(image: &mut image::RgbImage, mask: &lookout::decode::mask::Mask) {
+    for (x, y, p) in image.enumerate_pixels_mut() {
+        if (x as usize) < mask.width
+            && (y as usize) < mask.height
+            && mask.get(x as usize, y as usize)
+        {
+            p.0 = [p.0[0] / 2, p.0[1] / 2 + 40, p.0[2] / 2 + 127];
+        }
+    }
+}
+
 pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
     let board = match &args.config {
         Some(path) => BoardConfig::load(path)?,
@@ -258,6 +314,46 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         agnostic: args.agnostic || cfg.agnostic.unwrap_or(false),
         classes: resolve_classes(&classes, detector.class_names(), &classes_origin)?,
     };
+    let seg_cfg = &board.segmenter;
+    let mask_frame_bytes = args
+        .segment
+        .mask_frame_bytes
+        .or(seg_cfg.mask_frame_bytes)
+        .unwrap_or(1024);
+    let mut segmenter = if args.segment.segment || seg_cfg.enabled == Some(true) {
+        let o = &args.segment;
+        let budget_ms = o.segment_budget_ms.or(seg_cfg.budget_ms);
+        if budget_ms.is_some_and(|b| b.is_nan() || b <= 0.0) {
+            bail!("--segment-budget-ms must be above 0");
+        }
+        let sam_model = o
+            .sam_model
+            .as_deref()
+            .or(seg_cfg.model.as_deref())
+            .unwrap_or("models/mobilesam");
+        let sam = lookout::infer::sam::SamSegmenter::load(
+            &lookout::infer::sam::SamModelPaths {
+                encoder: PathBuf::from(format!("{sam_model}_encoder.onnx")),
+                decoder: PathBuf::from(format!("{sam_model}_decoder.onnx")),
+            },
+            &EngineOptions::threads(threads),
+        )?;
+        let (classes, origin) = match (&o.segment_classes[..], &seg_cfg.classes, &args.config) {
+            ([], Some(c), Some(path)) => (
+                c.clone(),
+                format!("segmenter.classes of {}", path.display()),
+            ),
+            _ => (o.segment_classes.clone(), "--segment-classes".to_string()),
+        };
+        let budget = lookout::infer::sam::SegmentBudget {
+            max_masks: o.segment_max.or(seg_cfg.max_masks).unwrap_or(10),
+            classes: resolve_classes(&classes, detector.class_names(), &origin)?,
+            time_budget: budget_ms.map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
+        };
+        Some((sam, budget))
+    } else {
+        None
+    };
     let device_id = args.device_id.or(board.board.device_id).unwrap_or(0);
     let mut sinks = open_sinks(&args, &board, device_id)?;
     let mut builder = MessageBuilder::new(device_id);
@@ -288,6 +384,49 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         };
         let (detections, times) = detector.detect(&frame.image, &params)?;
         let names = detector.class_names();
+        let mut mask_bodies = Vec::new();
+        let mut frame_masks = Vec::new();
+        let mut segment_ms = None;
+        let masks = match segmenter.as_mut() {
+            Some((sam, budget)) => {
+                let started = std::time::Instant::now();
+                let segs =
+                    sam.segment_detections(frame.frame_id, &frame.image, &detections, budget)?;
+                segment_ms = Some(ms(started.elapsed()));
+                let mut records = Vec::new();
+                for (i, seg) in segs {
+                    let d = &detections[i];
+                    let wire = lookout::decode::mask::fit_instance_mask(
+                        &seg.mask,
+                        i as u32,
+                        d.class_id as u16,
+                        seg.score,
+                        mask_frame_bytes,
+                    );
+                    let (encoding, frame_bytes) = match &wire {
+                        Some(m) => (
+                            match m.shape {
+                                lookout_wire::MaskShape::Rle { .. } => "rle",
+                                lookout_wire::MaskShape::Polygon { .. } => "polygon",
+                            },
+                            lookout::decode::mask::frame_len(m),
+                        ),
+                        None => ("none", 0),
+                    };
+                    records.push(MaskRecord {
+                        detection: i,
+                        score: round(seg.score, 4),
+                        area_px: seg.mask.area(),
+                        encoding,
+                        frame_bytes,
+                    });
+                    mask_bodies.extend(wire.map(lookout_wire::Body::Mask));
+                    frame_masks.push(seg.mask);
+                }
+                Some(records)
+            }
+            None => None,
+        };
         let record = ImageRecord {
             image: frame.origin.clone(),
             width: frame.image.width(),
@@ -301,10 +440,12 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                     bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2].map(|v| round(v, 2)),
                 })
                 .collect(),
+            masks,
             ms: Timing {
                 preprocess: ms(times.preprocess),
                 inference: ms(times.inference),
                 decode: ms(times.decode),
+                segment: segment_ms,
             },
         };
         println!("{}", serde_json::to_string(&record)?);
@@ -313,8 +454,17 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         for sink in sinks.iter_mut() {
             sink.publisher.publish(&message)?;
         }
+        for body in mask_bodies {
+            let message = builder.message(frame.timestamp_us, frame.frame_id as u32, body);
+            for sink in sinks.iter_mut() {
+                sink.publisher.publish(&message)?;
+            }
+        }
         if let Some(dir) = &args.annotate {
             let mut image = frame.image;
+            for mask in &frame_masks {
+                tint_mask(&mut image, mask);
+            }
             draw_detections(&mut image, &detections, names);
             let name = PathBuf::from(&frame.origin);
             let out = dir.join(name.file_name().unwrap_or_default());

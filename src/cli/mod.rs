@@ -9,6 +9,7 @@ mod info;
 mod lidar;
 mod listen;
 mod record;
+mod segment;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Classify objects in LiDAR scans (pcap, PCD/PLY or live Velodyne); one JSON line per scan.
     Lidar(lidar::LidarArgs),
+    /// Segment an object with MobileSAM from points and/or a box; prints scores as JSON.
+    Segment(segment::SegmentArgs),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Devices(args) => devices::run(args),
         Command::Record(args) => record::run(args).map(|()| true),
         Command::Lidar(args) => lidar::run(args),
+        Command::Segment(args) => segment::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Turning raw network outputs back into objects: boxes in source-image pixels, scores and class
 //! ids, after thresholding and non-maximum suppression.
 
+pub mod mask;
 pub mod nms;
 pub mod yolo;
 

@@ -3,6 +3,7 @@
 //! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
 pub mod pointnet;
+pub mod sam;
 pub mod yolo;
 
 use std::collections::BTreeMap;
@@ -162,16 +163,7 @@ impl Engine {
                 })?;
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
-        let typed = typed.into_optimized().map_err(shape_err)?;
-        let run_options = RunOptions {
-            executor: (options.threads > 1)
-                .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
-            ..RunOptions::default()
-        };
-        let plan = typed
-            .into_runnable_with_options(&run_options)
-            .map_err(shape_err)?;
-        let state = plan.spawn().map_err(shape_err)?;
+        let (plan, state) = runnable(typed, options).map_err(shape_err)?;
         Ok(Engine {
             path: path.to_path_buf(),
             plan,
@@ -183,6 +175,68 @@ impl Engine {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Loads a model with several inputs, each given as a fact (shape and type; a shape may
+    /// use a symbol such as `num_points` for a dimension that varies per call). Runs through
+    /// [`Engine::run_inputs`].
+    pub fn load_multi_input(
+        path: &Path,
+        bytes: &[u8],
+        input_facts: &dyn Fn(&InferenceModel) -> Vec<InferenceFact>,
+        options: &EngineOptions,
+    ) -> Result<Engine, ModelError> {
+        let invalid = |e: TractError| ModelError::Invalid {
+            path: path.to_path_buf(),
+            reason: first_line(&e),
+        };
+        let mut model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
+            .model_for_read(&mut &bytes[..])
+            .map_err(invalid)?;
+        let input_facts = input_facts(&model);
+        let inputs = model.input_outlets().map_err(invalid)?.len();
+        if inputs != input_facts.len() {
+            return Err(ModelError::Unsupported {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "expected {} inputs, the model has {inputs}",
+                    input_facts.len()
+                ),
+            });
+        }
+        let shape_err = |e: TractError| ModelError::Shape {
+            path: path.to_path_buf(),
+            shape: Vec::new(),
+            reason: first_line(&e),
+        };
+        for (i, fact) in input_facts.into_iter().enumerate() {
+            model.set_input_fact(i, fact).map_err(shape_err)?;
+        }
+        let typed = model.into_typed().map_err(shape_err)?;
+        let (plan, state) = runnable(typed, options).map_err(shape_err)?;
+        Ok(Engine {
+            path: path.to_path_buf(),
+            plan,
+            state,
+            input_shape: Vec::new(),
+            // Multi-input models (SAM's decoder) run at fp32.
+            precision: Precision::Fp32,
+        })
+    }
+
+    /// Runs a model loaded by [`Engine::load_multi_input`]; tract checks the inputs against
+    /// the facts given at load.
+    pub fn run_inputs(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+        let outputs = self
+            .state
+            .run(inputs.into_iter().map(TValue::from).collect())
+            .map_err(|e| ModelError::Run {
+                path: self.path.clone(),
+                reason: first_line(&e),
+            })?;
+        Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
     }
 
     pub fn input_shape(&self) -> &[usize] {
@@ -317,6 +371,22 @@ impl Engine {
         }
         ops
     }
+}
+
+/// Optimises `typed` and builds its plan and run state with the executor `options` ask for.
+fn runnable(
+    typed: TypedModel,
+    options: &EngineOptions,
+) -> TractResult<(Arc<TypedRunnableModel>, TypedSimpleState)> {
+    let typed = typed.into_optimized()?;
+    let run_options = RunOptions {
+        executor: (options.threads > 1)
+            .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
+        ..RunOptions::default()
+    };
+    let plan = typed.into_runnable_with_options(&run_options)?;
+    let state = plan.spawn()?;
+    Ok((plan, state))
 }
 
 /// Time one operator kind took in a profiled run.
