@@ -160,9 +160,7 @@ fn load_model(args: &SegmentArgs) -> anyhow::Result<(SamSegmenter, std::time::Du
         encoder: PathBuf::from(format!("{}_encoder.onnx", args.model)),
         decoder: PathBuf::from(format!("{}_decoder.onnx", args.model)),
     };
-    let options = EngineOptions {
-        threads: args.threads.unwrap_or_else(default_threads).max(1),
-    };
+    let options = EngineOptions::threads(args.threads.unwrap_or_else(default_threads).max(1));
     let sam = SamSegmenter::load(&paths, &options)?;
     Ok((sam, started.elapsed()))
 }
