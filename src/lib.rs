@@ -15,6 +15,7 @@ pub mod gpio;
 pub mod health;
 pub mod infer;
 pub mod manifest;
+pub mod pipeline;
 pub mod preprocess;
 pub mod service;
 pub mod sink;

@@ -102,22 +102,29 @@ pub const NO_SERIAL: &str = "this lookout was built without serial support: rebu
 pub const NO_MQTT: &str = "this lookout was built without MQTT support: rebuild with `cargo build --release --features mqtt` (or `--features pi`)";
 
 /// A sink and how long it may take to drain at the end of a run.
-struct Sink {
-    name: &'static str,
-    publisher: Box<dyn Publisher>,
+pub struct Sink {
+    pub name: &'static str,
+    pub publisher: Box<dyn Publisher + Send>,
     /// Seconds per queued message the link needs, at most.
-    seconds_per_message: f64,
+    pub seconds_per_message: f64,
+}
+
+/// Where messages should go: a serial device and/or an MQTT broker (`--mqtt` or the config).
+pub struct SinkArgs<'a> {
+    pub serial: Option<&'a str>,
+    pub baud: u32,
+    pub mqtt: Option<&'a str>,
 }
 
 /// Opens the sinks asked for: `--serial`, and `--mqtt` or the config's `[mqtt]` section.
-fn open_sinks(
-    args: &DetectArgs,
+pub fn open_sinks(
+    args: &SinkArgs,
     config: &BoardConfig,
     device_id: u16,
 ) -> anyhow::Result<Vec<Sink>> {
     #[cfg_attr(not(any(feature = "serial", feature = "mqtt")), allow(unused_mut))]
     let mut sinks = Vec::new();
-    if let Some(path) = &args.serial {
+    if let Some(path) = args.serial {
         #[cfg(feature = "serial")]
         {
             use lookout::sink::serial::{SerialConfig, SerialPublisher};
@@ -139,7 +146,7 @@ fn open_sinks(
         {
             use lookout::sink::mqtt::{MqttConfig, MqttPublisher};
             let section = config.mqtt.clone().unwrap_or_default();
-            let mqtt = MqttConfig::from_section(&section, args.mqtt.as_deref(), device_id)?;
+            let mqtt = MqttConfig::from_section(&section, args.mqtt, device_id)?;
             sinks.push(Sink {
                 name: "mqtt",
                 publisher: Box::new(MqttPublisher::start(mqtt)?),
@@ -355,7 +362,12 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         None
     };
     let device_id = args.device_id.or(board.board.device_id).unwrap_or(0);
-    let mut sinks = open_sinks(&args, &board, device_id)?;
+    let sink_args = SinkArgs {
+        serial: args.serial.as_deref(),
+        baud: args.baud,
+        mqtt: args.mqtt.as_deref(),
+    };
+    let mut sinks = open_sinks(&sink_args, &board, device_id)?;
     let mut builder = MessageBuilder::new(device_id);
     // Readers learn class names first.
     for body in class_table_bodies(model, detector.class_names()) {

@@ -9,6 +9,7 @@ mod info;
 mod lidar;
 mod listen;
 mod record;
+mod run;
 mod segment;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the live pipeline of a board config: capture, detect, track, publish.
+    Run(run::RunArgs),
     /// Detect objects in images; prints one JSON line per image.
     Detect(detect::DetectArgs),
     /// Show the build, the CPU features tract detected and the kernels it picks for a model.
@@ -51,6 +54,7 @@ pub enum Command {
 /// Runs a parsed command. `Ok(false)` means it ran but some inputs failed (exit status 1).
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Detect(args) => detect::run(args),
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),

@@ -1,0 +1,205 @@
+//! `lookout run` end to end: a replayed sequence with a moving cat through capture, YOLO11n,
+//! the tracker and a real mosquitto; then a run stopped by SIGTERM that still says goodbye.
+
+#![cfg(feature = "mqtt")]
+
+mod common;
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
+
+use image::imageops::{overlay, resize, FilterType};
+use image::{Rgb, RgbImage};
+use lookout_wire::Body;
+use mosquitto::{Broker, BrokerOptions};
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Frames of the sample cat moving right across a grey 960x540 scene.
+fn moving_cat_frames(dir: &std::path::Path, n: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let cat = image::open(common::sample_images().join("chelsea.png"))
+        .unwrap()
+        .to_rgb8();
+    let cat = resize(&cat, 300, 200, FilterType::Triangle);
+    for i in 0..n {
+        let mut frame = RgbImage::from_pixel(960, 540, Rgb([128, 128, 128]));
+        overlay(&mut frame, &cat, 40 + 25 * i64::from(i), 170);
+        frame.save(dir.join(format!("frame{i:03}.png"))).unwrap();
+    }
+}
+
+fn board_config(dir: &std::path::Path, device_id: u16) -> std::path::PathBuf {
+    let path = dir.join("board.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[board]\ndevice_id = {device_id}\n\n[detector]\ninput_size = [640, 384]\nthreads = 2\n\n\
+             [tracker]\nmin_hits = 2\nmax_age = 5\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+type Received = Arc<Mutex<Vec<lookout_wire::Message>>>;
+
+fn subscribe(port: u16, topic: &str) -> Received {
+    let mut o = MqttOptions::new(format!("run-test-{port}"), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(o, 16);
+    client.subscribe(topic, QoS::AtLeastOnce).unwrap();
+    let received: Received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    if let Ok(m) = lookout_wire::decode_message(&p.payload) {
+                        sink.lock().unwrap().push(m);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    received
+}
+
+fn wait_for(what: &str, received: &Received, done: impl Fn(&[lookout_wire::Message]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&received.lock().unwrap()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_moving_cat_gets_one_track_id_and_every_message_reaches_the_broker() {
+    common::yolo11n();
+    let dir = common::scratch("run-cat");
+    let frames = dir.join("frames");
+    moving_cat_frames(&frames, 8);
+    let config = board_config(&dir, 12);
+    let broker = Broker::start("run", BrokerOptions::default());
+    let received = subscribe(broker.port, "lookout/12/#");
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--replay")
+        .arg(&frames)
+        .args(["--mqtt", &broker.url(), "--frames", "8"])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 8, "{stdout}");
+    // The cat is found in every frame and, once confirmed, keeps one track id.
+    let ids: Vec<Option<u64>> = reports
+        .iter()
+        .map(|r| {
+            let cat = r["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["class_id"] == 15)
+                .unwrap_or_else(|| panic!("no cat in {r}"));
+            cat["track_id"].as_u64()
+        })
+        .collect();
+    assert_eq!(ids[0], None, "confirmed only after min_hits = 2");
+    let confirmed: Vec<u64> = ids.iter().flatten().copied().collect();
+    assert!(confirmed.len() >= 6, "{ids:?}");
+    assert!(confirmed.iter().all(|&id| id == confirmed[0]), "{ids:?}");
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["frames"], 8);
+    assert_eq!(summary["sinks"][0]["drained"], true, "{summary}");
+
+    // The broker got the class tables, a detections message per frame, track events, and an
+    // online then offline status.
+    wait_for("the offline status", &received, |m| {
+        m.iter()
+            .any(|m| matches!(&m.body, Body::Status(s) if !s.online))
+    });
+    let messages = received.lock().unwrap().clone();
+    let count = |f: &dyn Fn(&Body) -> bool| messages.iter().filter(|m| f(&m.body)).count();
+    assert_eq!(count(&|b| matches!(b, Body::Detections(_))), 8);
+    assert!(count(&|b| matches!(b, Body::ClassTable(_))) >= 5);
+    let new_tracks = messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Tracks(t) => Some(
+                t.events
+                    .iter()
+                    .filter(|e| e.event == lookout_wire::TrackEventKind::New && e.class_id == 15)
+                    .count(),
+            ),
+            _ => None,
+        })
+        .sum::<usize>();
+    assert_eq!(new_tracks, 1, "one cat, one New event");
+    let tracked = messages.iter().any(|m| match &m.body {
+        Body::Detections(d) => d
+            .detections
+            .iter()
+            .any(|d| d.track_id == Some(confirmed[0] as u32)),
+        _ => false,
+    });
+    assert!(tracked, "detections on the wire carry the track id");
+}
+
+#[test]
+fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
+    common::yolo11n();
+    let dir = common::scratch("run-sigterm");
+    let frames = dir.join("frames");
+    moving_cat_frames(&frames, 3);
+    let config = board_config(&dir, 13);
+    let broker = Broker::start("run-term", BrokerOptions::default());
+    let received = subscribe(broker.port, "lookout/13/status");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--replay")
+        .arg(&frames)
+        .args(["--loop", "--fps", "5", "--mqtt", &broker.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first processed frame, then ask it to stop.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().is_some(), "no frame was processed");
+    let stopped_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    assert!(exit.success(), "{exit:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["stop_reason"], "stopped by signal", "{summary}");
+    wait_for("the offline status", &received, |m| {
+        m.iter()
+            .any(|m| matches!(&m.body, Body::Status(s) if !s.online))
+    });
+}
