@@ -112,6 +112,7 @@ pub struct Sink {
 /// Where messages should go: a serial device and/or an MQTT broker (`--mqtt` or the config).
 pub struct SinkArgs<'a> {
     pub serial: Option<&'a str>,
+    #[cfg_attr(not(feature = "serial"), allow(dead_code))]
     pub baud: u32,
     pub mqtt: Option<&'a str>,
 }
