@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn lookout(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
+    common::lookout_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -196,7 +196,7 @@ fn model_with_wrong_sha256_is_refused_when_named() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
     std::fs::write(dir.join("yolo11n.onnx"), &bytes).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let o = common::lookout_command()
         .args(["detect", "tests/fixtures/images", "--model", "yolo11n"])
         .env("LOOKOUT_MODELS_DIR", &dir)
         .output()

@@ -2,6 +2,8 @@
 //! the classifier on clusters of a simulated scan, and `lookout lidar` end to end on the real
 //! VLP-16 capture.
 
+mod common;
+
 use lookout::infer::pointnet::{
     lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
 };
@@ -9,7 +11,6 @@ use lookout::infer::EngineOptions;
 use lookout_lidar::process::{segment, SegmentParams};
 use lookout_lidar::synthetic::{Scanner, Scene, Solid};
 use std::path::PathBuf;
-use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -184,7 +185,7 @@ fn clusters_of_a_simulated_scan_are_classified_and_published() {
 fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     let capture =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures/velodyne_vlp16.pcap");
-    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let output = common::lookout_command()
         .args(["lidar", "--pcap"])
         .arg(&capture)
         .args(["--lidar-model", "vlp16", "--threads", "1"])
@@ -224,7 +225,7 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cut = dir.join("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let output = common::lookout_command()
         .args(["lidar", "--no-classify", "--lidar-model", "vlp16", "--pcap"])
         .arg(&cut)
         .output()
@@ -233,7 +234,7 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("1 truncated records"));
 
-    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let output = common::lookout_command()
         .args(["lidar", "--pcap"])
         .arg(&capture)
         .args(["--model", "/nonexistent/pointnet.onnx"])
@@ -263,7 +264,7 @@ fn lidar_command_reads_a_live_velodyne_on_udp() {
         .and_then(|s| s.local_addr())
         .expect("free port")
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let mut child = common::lookout_command()
         .args([
             "lidar",
             "--no-classify",

@@ -92,7 +92,7 @@ fn a_moving_cat_gets_one_track_id_and_every_message_reaches_the_broker() {
     let config = board_config(&dir, 12);
     let broker = Broker::start("run", BrokerOptions::default());
     let received = subscribe(broker.port, "lookout/12/#");
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
         .arg("--replay")
@@ -172,7 +172,7 @@ fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
     let config = board_config(&dir, 13);
     let broker = Broker::start("run-term", BrokerOptions::default());
     let received = subscribe(broker.port, "lookout/13/status");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let mut child = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
         .arg("--replay")

@@ -32,7 +32,13 @@ fn shim() -> &'static Path {
     SHIM.get_or_init(|| {
         let source = common::root().join("tests/v4l_shim/shim.c");
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("liblookout_v4l_shim.so");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        // The target's C compiler, looked up as the cc crate does (CC_<target>, TARGET_CC,
+        // CC): cross/test-aarch64 names aarch64-linux-gnu-gcc, the system `cc` otherwise.
+        let target_var = format!("CC_{}", env!("LOOKOUT_TARGET").replace('-', "_"));
+        let cc = [target_var.as_str(), "TARGET_CC", "CC"]
+            .iter()
+            .find_map(|var| std::env::var(var).ok())
+            .unwrap_or_else(|| "cc".into());
         let status = Command::new(&cc)
             .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
             .arg(&out)
@@ -58,9 +64,8 @@ fn in_shim(test: &str, env: &[(&str, &str)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
+    let out = common::target_command(std::env::current_exe().unwrap(), Some(shim()))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("LD_PRELOAD", shim())
         .env(CHILD, "1")
         .envs(env.iter().copied())
         .output()
@@ -119,9 +124,8 @@ fn frame_number(frame: &RawFrame) -> u64 {
 }
 
 fn lookout(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
+    common::target_command(env!("CARGO_BIN_EXE_lookout"), Some(shim()))
         .args(args)
-        .env("LD_PRELOAD", shim())
         .envs(env.iter().copied())
         .output()
         .unwrap()
