@@ -192,7 +192,10 @@ fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
         .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
-    assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    // It finishes the frame in hand: well under 10 s on any board, but one 640x384 frame
+    // takes tens of seconds under an emulator.
+    let bound = Duration::from_secs(if common::emulated() { 120 } else { 10 });
+    assert!(stopped_at.elapsed() < bound, "{:?}", stopped_at.elapsed());
     assert!(exit.success(), "{exit:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

@@ -43,15 +43,17 @@ pub fn target_command(program: impl AsRef<OsStr>, preload: Option<&Path>) -> Com
             command
         }
         Some(emulator) => {
-            let mut words = emulator.split_whitespace();
-            let mut command = Command::new(words.next().unwrap_or_default());
-            command.args(words);
+            let mut words: Vec<String> = emulator.split_whitespace().map(String::from).collect();
             if let Some(lib) = preload {
-                command
-                    .arg("-E")
-                    .arg(format!("LD_PRELOAD={}", lib.display()));
+                // The emulator may preload a library of its own (cross/qemu-board-shim.c): keep
+                // it and add this one.
+                match words.iter_mut().find(|w| w.starts_with("LD_PRELOAD=")) {
+                    Some(w) => *w = format!("{w}:{}", lib.display()),
+                    None => words.extend(["-E".into(), format!("LD_PRELOAD={}", lib.display())]),
+                }
             }
-            command.arg(program);
+            let mut command = Command::new(&words[0]);
+            command.args(&words[1..]).arg(program);
             command
         }
     }
