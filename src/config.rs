@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BoardConfig {
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct BoardConfig {
 }
 
 /// What the board is, for logs and reports.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BoardSection {
     pub name: Option<String>,
@@ -39,7 +39,7 @@ pub struct BoardSection {
 }
 
 /// Detector settings; anything unset falls back to the command line or built-in defaults.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSection {
     pub model: Option<String>,
@@ -68,7 +68,7 @@ pub enum PayloadFormat {
 
 /// MQTT publishing. Secrets are never written here: they come from a file or an environment
 /// variable. Relative paths are relative to the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
     /// Broker: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS, 8883).

@@ -68,6 +68,15 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
 
 /// The model used when neither the command line nor a board config names one.
 pub const DEFAULT_MODEL: &str = "yolo11n";
+/// MobileSAM's files unless `--sam-model` or `segmenter.model` say otherwise:
+/// `<prefix>_encoder.onnx` and `<prefix>_decoder.onnx`.
+pub const DEFAULT_SAM_MODEL: &str = "models/mobilesam";
+/// Masks per frame, at most, unless configured.
+pub const DEFAULT_MAX_MASKS: usize = 10;
+/// Largest serial frame for one mask, bytes, unless configured.
+pub const DEFAULT_MASK_FRAME_BYTES: usize = 1024;
+/// Clusters per PointNet batch, unless configured.
+pub const DEFAULT_LIDAR_BATCH: usize = 8;
 
 /// Model options shared by the commands that load a detector.
 #[derive(Debug, Clone, clap::Args)]
