@@ -421,3 +421,88 @@ fn board_config_supplies_defaults_and_the_command_line_wins() {
     ]);
     assert!(stdout(&o).contains("\"cup\""), "{}", stdout(&o));
 }
+
+#[test]
+fn check_prints_each_shipped_config_resolved_and_the_printout_checks_the_same() {
+    common::yolo11n();
+    let dir = common::scratch("check-configs");
+    let configs = common::root().join("board-configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = lookout(&["check", "--config", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        let printed = stdout(&out);
+        // Every default is filled in.
+        for key in [
+            "conf = ",
+            "iou = ",
+            "threads = ",
+            "precision = ",
+            "min_hits = ",
+        ] {
+            assert!(
+                printed.contains(key),
+                "{}: no {key}\n{printed}",
+                path.display()
+            );
+        }
+        // The printout is a valid config that resolves to itself.
+        let again = dir.join(path.file_name().unwrap());
+        std::fs::write(&again, &printed).unwrap();
+        let out2 = lookout(&["check", "--config", again.to_str().unwrap()]);
+        assert!(out2.status.success(), "{}", stderr(&out2));
+        let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(body(&printed), body(&stdout(&out2)), "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 4);
+    let host = stdout(&lookout(&[
+        "check",
+        "--config",
+        configs.join("host-replay.toml").to_str().unwrap(),
+    ]));
+    assert!(host.contains("input_size = [640, 640]") && host.contains("conf = 0.25"));
+    assert!(host.contains("# detector: 80 classes"), "{host}");
+}
+
+#[test]
+fn check_names_every_problem_with_its_fix_and_fails() {
+    common::yolo11n();
+    let dir = common::scratch("check-problems");
+    let config = dir.join("board.toml");
+    std::fs::write(
+        &config,
+        "[detector]\nclasses = [\"person\", \"unicorn\"]\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"robot\"\npassword_env = \"LOOKOUT_TEST_UNSET_PW\"\nca_file = \"ca.pem\"\n\n\
+         [segmenter]\nenabled = true\nmodel = \"nowhere/sam\"\n\n\
+         [replay]\npath = \"no-such-frames\"\n",
+    )
+    .unwrap();
+    let out = lookout(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in [
+        "detector.classes: 'unicorn' is not a class of yolo11n",
+        "LOOKOUT_TEST_UNSET_PW (mqtt.password_env) is not set",
+        "mqtt.ca_file:",
+        "ca.pem does not exist",
+        "segmenter.model: nowhere/sam_encoder.onnx does not exist",
+        "replay.path: no-such-frames does not exist",
+    ] {
+        assert!(err.contains(needle), "no {needle:?} in\n{err}");
+    }
+    // The password itself is never printed, even when set.
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["check", "--no-load", "--config", config.to_str().unwrap()])
+        .env("LOOKOUT_TEST_UNSET_PW", "hunter2-secret")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("hunter2-secret"), "{all}");
+    assert!(!all.contains("is not set"), "{all}");
+}

@@ -3,6 +3,7 @@
 //! and `log`.
 
 mod bench;
+mod check;
 mod detect;
 mod devices;
 mod info;
@@ -33,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the live pipeline of a board config: capture, detect, track, publish.
     Run(run::RunArgs),
+    /// Validate a board config and print it resolved, with every default filled in.
+    Check(check::CheckArgs),
     /// Detect objects in images; prints one JSON line per image.
     Detect(detect::DetectArgs),
     /// Show the build, the CPU features tract detected and the kernels it picks for a model.
@@ -55,6 +58,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
         Command::Detect(args) => detect::run(args),
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),
