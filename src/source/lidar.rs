@@ -318,6 +318,12 @@ mod tests {
                 "[lidar]\nsilence_timeout_ms = 1\n",
                 "lidar.silence_timeout_ms",
             ),
+            ("[lidar]\nthreads = 0\n", "lidar.threads"),
+            ("[lidar]\nvoxel_m = -1.0\n", "lidar.voxel_m"),
+            (
+                "[lidar]\naddress = \"0.0.0.0:2368\"\nreplay = \"a.pcap\"\n",
+                "lidar.replay",
+            ),
         ] {
             let err = BoardConfig::parse(Path::new("robot.toml"), text).expect_err(text);
             let message = err.to_string();
@@ -326,8 +332,8 @@ mod tests {
                 "{message}"
             );
         }
-        let err = BoardConfig::parse(Path::new("robot.toml"), "[lidar]\nport = 1\n")
+        let err = BoardConfig::parse(Path::new("robot.toml"), "[lidar]\nprot = 1\n")
             .expect_err("unknown key");
-        assert!(err.to_string().contains("port"), "{err}");
+        assert!(err.to_string().contains("prot"), "{err}");
     }
 }
