@@ -340,7 +340,64 @@ fn bench_prints_a_row_per_configuration() {
         let p = &r["inference_ms"];
         assert!(p["p50"].as_f64().unwrap() > 0.0 && p["p50"].as_f64() <= p["p99"].as_f64());
         assert!(r["fps"].as_f64().unwrap() > 0.0 && r["peak_rss_mib"].as_f64().unwrap() > 1.0);
+        // The full pipeline ran over the default simulated camera.
+        let pipe = &r["pipeline"];
+        assert_eq!(pipe["camera"], "YUYV 1280x720", "{pipe}");
+        assert_eq!(pipe["frames"], 30, "{pipe}");
+        assert!(pipe["fps"].as_f64().unwrap() > 0.0, "{pipe}");
+        let l = &pipe["latency_ms"];
+        for stage in [
+            "preprocess",
+            "inference",
+            "decode",
+            "track_publish",
+            "age_at_publish",
+        ] {
+            assert!(l[stage]["p50"].as_f64().unwrap() > 0.0, "{stage}: {pipe}");
+        }
+        // End to end covers every stage.
+        assert!(l["age_at_publish"]["p50"].as_f64() >= l["inference"]["p50"].as_f64());
     }
+}
+
+#[test]
+fn bench_takes_its_defaults_from_a_board_config_and_runs_for_a_duration() {
+    let dir = common::scratch("bench-config");
+    let config = dir.join("board.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[board]\nname = \"test board\"\n[detector]\nmodel = \"{}\"\ninput_size = [320, 256]\nthreads = 1\n\
+             [camera]\ndevice = \"/dev/video0\"\nformat = \"NV12\"\nwidth = 640\nheight = 480\n",
+            model_arg()
+        ),
+    )
+    .unwrap();
+    let o = lookout(&[
+        "bench",
+        "--config",
+        config.to_str().unwrap(),
+        "--duration",
+        "0.5",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("board test board"), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("320x256")).collect();
+    assert_eq!(rows.len(), 1, "one configuration: the config's\n{out}");
+    assert!(rows[0].contains("fp32") && rows[0].split_whitespace().nth(2) == Some("1"));
+    assert!(out.contains("pipeline (NV12 640x480 camera"), "{out}");
+    let bad = lookout(&["bench", "--camera-format", "H264", "--iters", "1"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("YUYV, NV12 or RGB3"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
