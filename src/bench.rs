@@ -188,7 +188,8 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         health_after: Health::read(),
         model: detector.model_path().display().to_string(),
         input: format!("{}x{}", spec.input_size.0, spec.input_size.1),
-        precision: spec.precision,
+        // What ran: a quantized file given as the model reports int8 even when fp32 was asked.
+        precision: detector.engine().precision(),
         threads: spec.threads,
         iters: times.len(),
         load_ms: load.as_secs_f64() * 1e3,

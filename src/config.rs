@@ -51,7 +51,9 @@ pub struct DetectorSection {
     pub max_det: Option<usize>,
     pub classes: Option<Vec<String>>,
     pub agnostic: Option<bool>,
-    /// `fp32` (default) or `f16`.
+    /// `fp32` (default), `f16` or `int8`. At int8 the model's quantized file is loaded: the
+    /// manifest's int8 file for a model named there, else `<stem>_int8.onnx` beside `model`
+    /// (or give the `_int8.onnx` file itself as `model`).
     pub precision: Option<crate::infer::Precision>,
 }
 

@@ -29,8 +29,8 @@ pub struct BenchArgs {
     /// Input sizes to measure, comma-separated WIDTHxHEIGHT (default: 640x640,640x384).
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     pub input_size: Vec<(u32, u32)>,
-    /// Precisions to measure, comma-separated: fp32, f16 (int8 models are separate files:
-    /// pass one with --model).
+    /// Precisions to measure, comma-separated: fp32, f16, int8 (int8 loads the model's
+    /// quantized file, made by `quantize/int8 yolo11n`) [default: the config's, else fp32].
     #[arg(long, value_delimiter = ',', value_parser = Precision::parse)]
     pub precision: Vec<Precision>,
     /// Timed iterations per configuration.
@@ -252,6 +252,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => format!("{} iterations", args.iters),
             }
         );
+        for &p in &precisions {
+            println!(
+                "  {:<5} {}",
+                p.name(),
+                choice.for_precision(p).path.display()
+            );
+        }
         print_header();
     }
     for &(w, h) in &sizes {

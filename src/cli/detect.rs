@@ -38,7 +38,8 @@ pub struct DetectArgs {
     /// Network input WIDTHxHEIGHT, multiples of 32 (e.g. 640x384 for 16:9 frames).
     #[arg(long, value_parser = parse_size)]
     pub input_size: Option<(u32, u32)>,
-    /// Arithmetic precision: fp32 (default) or f16 (fast on ARMv8.2+ cores such as the Pi 5's).
+    /// Arithmetic precision: fp32 (default), f16 (fast on ARMv8.2+ cores such as the Pi 5's) or
+    /// int8 (the model's quantized file, made by `quantize/int8 yolo11n`).
     #[arg(long, value_parser = lookout::infer::Precision::parse)]
     pub precision: Option<lookout::infer::Precision>,
     /// Compute threads (default: all cores).

@@ -63,6 +63,10 @@ pub struct LidarArgs {
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Classifier precision: fp32 (default) or int8 (`<model>_int8.onnx`, committed for the
+    /// built-in model; `quantize/int8 pointnet` remakes it).
+    #[arg(long, value_parser = lookout::infer::Precision::parse, default_value = "fp32")]
+    pub precision: lookout::infer::Precision,
     /// Ignore points farther than this, metres.
     #[arg(long, default_value_t = 40.0)]
     pub max_range: f32,
@@ -171,7 +175,10 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             &PointModelChoice::resolve(spec),
             args.batch.max(1),
             None,
-            &EngineOptions::threads(threads),
+            &EngineOptions {
+                threads,
+                precision: args.precision,
+            },
         )?)
     };
     let mut params = SegmentParams::default();

@@ -319,9 +319,9 @@ fn largest_component(mask: &Mask) -> Option<Component> {
         }
     }
     let mut area = vec![0usize; runs.len()];
-    for i in 0..runs.len() {
+    for (i, &(_, x0, x1)) in runs.iter().enumerate() {
         let r = find(&mut parent, i);
-        area[r] += (runs[i].2 - runs[i].1) as usize;
+        area[r] += (x1 - x0) as usize;
     }
     // Largest area; among equals the earliest root, which starts earliest in raster order.
     let best = (0..runs.len()).filter(|&i| parent[i] == i).fold(
@@ -332,9 +332,8 @@ fn largest_component(mask: &Mask) -> Option<Component> {
         },
     )?;
     let mut rows = vec![Vec::new(); h];
-    for i in 0..runs.len() {
+    for (i, &(y, x0, x1)) in runs.iter().enumerate() {
         if find(&mut parent, i) == best {
-            let (y, x0, x1) = runs[i];
             rows[y as usize].push((x0, x1));
         }
     }
