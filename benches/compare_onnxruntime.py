@@ -23,6 +23,9 @@ ncnn uses on ARMv8.2+ CPUs with fp16 arithmetic; on x86 this model computes in f
 `opt.num_threads` as given. Before timing, the script prints the largest
 difference between ncnn's raw output and onnxruntime's on chelsea.png, so both compute the same.
 Without ncnn installed the ncnn column is skipped, with a line saying why.
+ncnn's threads are OpenMP's, which spin while waiting: on a machine whose cores are busy with
+other work, its multi-thread figures then swing by 10x; OMP_WAIT_POLICY=passive (printed in the
+header when set) steadies them and changes nothing else.
 """
 import argparse
 import hashlib
@@ -124,7 +127,9 @@ class Ncnn:
         self.sha = hashlib.sha256(self.model.read_bytes()).hexdigest()[:12]
 
     def version(self):
-        return f"ncnn {self.ncnn.__version__} (pnnx {self.pnnx_version})"
+        wait = os.environ.get("OMP_WAIT_POLICY")
+        return f"ncnn {self.ncnn.__version__} (pnnx {self.pnnx_version}" + (
+            f", OMP_WAIT_POLICY={wait})" if wait else ")")
 
     def files(self, w, h):
         """The model converted for a w x h input: (param, bin), converted on first use."""
