@@ -31,6 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "pointnet"))
 import photos  # noqa: E402
+from yolo_reference import iou  # noqa: E402
 
 GT_CONF = 0.25
 
@@ -51,14 +52,6 @@ def detect(lookout, precision, images):
                          check=True, capture_output=True, text=True).stdout
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return {pathlib.Path(r["image"]).name: r["detections"] for r in records}
-
-
-def iou(a, b):
-    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0)
-    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def match(gts, preds, threshold):
