@@ -343,6 +343,169 @@ fn run_pipeline(
     })
 }
 
+/// A model beside the detector measured by `lookout bench --models`: MobileSAM or the LiDAR
+/// path (scan segmentation + PointNet).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBench {
+    pub model: String,
+    /// `segment` (MobileSAM) or `lidar` (PointNet on simulated scans).
+    pub kind: &'static str,
+    pub threads: usize,
+    pub iters: usize,
+    pub load_ms: f64,
+    pub first_ms: f64,
+    /// Per stage, ms: `encoder` and `decoder` (one box prompt), or `segment` and `classify`
+    /// (one VLP-16 scan of a street).
+    pub stages: BTreeMap<String, Percentiles>,
+    /// Frames (encoder + one prompt) or scans per second, back to back.
+    pub per_second: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Runs `step` at least `iters` times (or for `duration`), returning each run's stage times.
+fn timed_runs<E>(
+    iters: usize,
+    duration: Option<Duration>,
+    mut step: impl FnMut(usize) -> Result<Vec<Duration>, E>,
+) -> Result<(Vec<Vec<Duration>>, Duration), E> {
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    while runs.len() < iters || duration.is_some_and(|d| started.elapsed() < d) {
+        runs.push(step(runs.len())?);
+    }
+    Ok((runs, started.elapsed()))
+}
+
+fn model_bench(
+    model: String,
+    kind: &'static str,
+    threads: usize,
+    (load, first): (Duration, Duration),
+    names: &[&str],
+    (runs, wall): (Vec<Vec<Duration>>, Duration),
+) -> ModelBench {
+    let stages = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let samples: Vec<Duration> = runs.iter().map(|r| r[i]).collect();
+            (name.to_string(), Percentiles::of(&samples))
+        })
+        .collect();
+    ModelBench {
+        model,
+        kind,
+        threads,
+        iters: runs.len(),
+        load_ms: load.as_secs_f64() * 1e3,
+        first_ms: first.as_secs_f64() * 1e3,
+        stages,
+        per_second: if wall.is_zero() {
+            0.0
+        } else {
+            runs.len() as f64 / wall.as_secs_f64()
+        },
+        peak_rss_mib: peak_rss_mib(),
+    }
+}
+
+/// MobileSAM (`PREFIX_encoder.onnx` + `PREFIX_decoder.onnx`): the encoder on a new frame each
+/// run, then the decoder with the frame's central box as the prompt.
+pub fn run_sam(
+    prefix: &str,
+    threads: usize,
+    iters: usize,
+    duration: Option<Duration>,
+    photos: &[RgbImage],
+) -> Result<ModelBench, crate::infer::sam::SamError> {
+    use crate::infer::sam::{Prompt, SamModelPaths, SamSegmenter};
+    reset_peak_rss();
+    let t0 = Instant::now();
+    let mut sam = SamSegmenter::load(
+        &SamModelPaths {
+            encoder: format!("{prefix}_encoder.onnx").into(),
+            decoder: format!("{prefix}_decoder.onnx").into(),
+        },
+        &EngineOptions::threads(threads),
+    )?;
+    let load = t0.elapsed();
+    let blank = RgbImage::from_pixel(640, 480, image::Rgb([114; 3]));
+    let photo = |i: usize| photos.get(i % photos.len().max(1)).unwrap_or(&blank);
+    let mut step = |i: usize| -> Result<Vec<Duration>, crate::infer::sam::SamError> {
+        let image = photo(i);
+        let t = Instant::now();
+        // A new frame id each run: the embedding cache must not answer.
+        let embedding = sam.embed(i as u64 + 1, image)?;
+        let encoder = t.elapsed();
+        let (w, h) = (image.width() as f32, image.height() as f32);
+        let prompt = Prompt {
+            bbox: Some([w * 0.25, h * 0.25, w * 0.75, h * 0.75]),
+            ..Prompt::default()
+        };
+        let t = Instant::now();
+        sam.segment(&embedding, &prompt)?;
+        Ok(vec![encoder, t.elapsed()])
+    };
+    let t1 = Instant::now();
+    step(usize::MAX - 1)?;
+    let first = t1.elapsed();
+    let runs = timed_runs(iters, duration, step)?;
+    Ok(model_bench(
+        prefix.to_string(),
+        "segment",
+        threads,
+        (load, first),
+        &["encoder", "decoder"],
+        runs,
+    ))
+}
+
+/// The LiDAR path on simulated VLP-16 scans of streets (`lookout_lidar::synthetic`): ground
+/// removal and clustering, then PointNet on the clusters in batches of `batch`.
+pub fn run_lidar(
+    choice: &crate::infer::pointnet::PointModelChoice,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    duration: Option<Duration>,
+) -> Result<ModelBench, ModelError> {
+    use crate::branch::lidar::process_scan;
+    use crate::infer::pointnet::PointNetClassifier;
+    use lookout_lidar::synthetic::{street_scene, Scanner};
+    reset_peak_rss();
+    let t0 = Instant::now();
+    let mut classifier =
+        PointNetClassifier::load(choice, batch, None, &EngineOptions::threads(threads))?;
+    let load = t0.elapsed();
+    let scanner = Scanner::vlp16();
+    let scans: Vec<_> = (0..4)
+        .map(|seed| scanner.scan(&street_scene(12, seed)))
+        .collect();
+    let params = lookout_lidar::process::SegmentParams::default();
+    let mut step = |i: usize| -> Result<Vec<Duration>, ModelError> {
+        let (report, _) = process_scan(
+            &scans[i % scans.len()],
+            i as u64,
+            &params,
+            Some(&mut classifier),
+        )?;
+        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+        Ok(vec![ms(report.ms.segment), ms(report.ms.classify)])
+    };
+    let t1 = Instant::now();
+    step(0)?;
+    let first = t1.elapsed();
+    let runs = timed_runs(iters, duration, step)?;
+    Ok(model_bench(
+        choice.path.display().to_string(),
+        "lidar",
+        threads,
+        (load, first),
+        &["segment", "classify"],
+        runs,
+    ))
+}
+
 /// Mean time per operator kind, most expensive first, with its share of the total.
 fn shares(profile: BTreeMap<String, (usize, Duration)>, runs: usize) -> Vec<OpShare> {
     let total: Duration = profile.values().map(|(_, d)| *d).sum();

@@ -563,3 +563,37 @@ fn check_names_every_problem_with_its_fix_and_fails() {
     assert!(!all.contains("hunter2-secret"), "{all}");
     assert!(!all.contains("is not set"), "{all}");
 }
+
+#[test]
+fn bench_measures_mobilesam_and_the_lidar_path_beside_the_detector() {
+    let sam = common::fixtures().join("sam/mobilesam_tiny");
+    let models = format!("{},pointnet-synthetic", sam.display());
+    let o = lookout(&[
+        "bench",
+        "--models",
+        &models,
+        "--threads",
+        "1",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", stdout(&o));
+    for (row, kind, stages) in [
+        (&rows[0], "segment", ["encoder", "decoder"]),
+        (&rows[1], "lidar", ["segment", "classify"]),
+    ] {
+        assert_eq!(row["kind"], kind, "{row}");
+        assert_eq!(row["iters"], 2, "{row}");
+        for stage in stages {
+            let p = &row["stages"][stage];
+            assert!(p["p50"].as_f64().unwrap() > 0.0, "{stage}: {row}");
+        }
+        assert!(row["per_second"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}

@@ -19,10 +19,11 @@ pub struct BenchArgs {
     /// size) are the defaults for the options below.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Model: a name from models/manifest.toml or a path to an .onnx file [default: the
-    /// config's detector.model, else yolo11n].
-    #[arg(long)]
-    pub model: Option<String>,
+    /// Models, comma-separated: detectors (a name from models/manifest.toml or a path to an
+    /// .onnx file), `mobilesam` or a MobileSAM file prefix (PREFIX_encoder.onnx), and LiDAR
+    /// classifiers (pointnet-synthetic) [default: the config's detector.model, else yolo11n].
+    #[arg(long = "models", alias = "model", value_delimiter = ',')]
+    pub models: Vec<String>,
     /// Thread counts to measure, comma-separated (default: 1 and all cores).
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
@@ -212,11 +213,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.precision.clone()
     };
-    let model_spec = args
-        .model
-        .clone()
-        .or(detector.model.clone())
-        .unwrap_or_else(|| super::DEFAULT_MODEL.to_string());
+    let models = if args.models.is_empty() {
+        vec![detector
+            .model
+            .clone()
+            .unwrap_or_else(|| super::DEFAULT_MODEL.to_string())]
+    } else {
+        args.models.clone()
+    };
     if threads.contains(&0) {
         bail!("--threads values must be at least 1");
     }
@@ -236,10 +240,35 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (i, path) in expand_inputs(&sources).into_iter().enumerate() {
         frames.push(path.and_then(|p| load_frame(&p, i as u64))?.image);
     }
-    let choice = ModelChoice::resolve(&model_spec);
-    if !args.json {
-        let (isa, level) = lookout::infer::detected_isa();
-        println!(
+    let duration = args.duration.map(Duration::from_secs_f64);
+    for model_spec in &models {
+        match model_kind(model_spec) {
+            Kind::Segment(prefix) => {
+                for &t in &threads {
+                    let r = lookout::bench::run_sam(&prefix, t, args.iters, duration, &frames)?;
+                    print_model_bench(&r, args.json)?;
+                }
+                continue;
+            }
+            Kind::Lidar(choice) => {
+                for &t in &threads {
+                    let r = lookout::bench::run_lidar(
+                        &choice,
+                        super::DEFAULT_LIDAR_BATCH,
+                        t,
+                        args.iters,
+                        duration,
+                    )?;
+                    print_model_bench(&r, args.json)?;
+                }
+                continue;
+            }
+            Kind::Detector => {}
+        }
+        let choice = ModelChoice::resolve(model_spec);
+        if !args.json {
+            let (isa, level) = lookout::infer::detected_isa();
+            println!(
             "lookout bench: {}model {model_spec} ({}), {} frames, {} per configuration, cpu isa {isa} [{level}]",
             board
                 .as_ref()
@@ -252,43 +281,93 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => format!("{} iterations", args.iters),
             }
         );
-        for &p in &precisions {
-            println!(
-                "  {:<5} {}",
-                p.name(),
-                choice.for_precision(p).path.display()
-            );
+            for &p in &precisions {
+                println!(
+                    "  {:<5} {}",
+                    p.name(),
+                    choice.for_precision(p).path.display()
+                );
+            }
+            print_header();
         }
-        print_header();
-    }
-    for &(w, h) in &sizes {
-        for (&t, &precision) in threads
-            .iter()
-            .flat_map(|t| precisions.iter().map(move |p| (t, p)))
-        {
-            let spec = BenchSpec {
-                model: choice.clone(),
-                input_size: (w, h),
-                threads: t,
-                precision,
-                iters: args.iters,
-                warmup: args.warmup,
-                params: DecodeParams::default(),
-                profile_runs: args.profile,
-                duration: args.duration.map(Duration::from_secs_f64),
-                pipeline_frames: args.pipeline_frames,
-                camera: (format, cam_w, cam_h),
-            };
-            let report = bench_one(&spec, &frames)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print_row(&report);
-                print_pipeline(&report);
-                print_health(&report);
-                print_profile(&report);
+        for &(w, h) in &sizes {
+            for (&t, &precision) in threads
+                .iter()
+                .flat_map(|t| precisions.iter().map(move |p| (t, p)))
+            {
+                let spec = BenchSpec {
+                    model: choice.clone(),
+                    input_size: (w, h),
+                    threads: t,
+                    precision,
+                    iters: args.iters,
+                    warmup: args.warmup,
+                    params: DecodeParams::default(),
+                    profile_runs: args.profile,
+                    duration,
+                    pipeline_frames: args.pipeline_frames,
+                    camera: (format, cam_w, cam_h),
+                };
+                let report = bench_one(&spec, &frames)?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print_row(&report);
+                    print_pipeline(&report);
+                    print_health(&report);
+                    print_profile(&report);
+                }
             }
         }
     }
+    Ok(())
+}
+
+enum Kind {
+    Detector,
+    /// MobileSAM files prefix.
+    Segment(String),
+    Lidar(lookout::infer::pointnet::PointModelChoice),
+}
+
+/// What kind of model `spec` names: MobileSAM by name or by its files, a point classifier by
+/// its manifest task, otherwise a detector.
+fn model_kind(spec: &str) -> Kind {
+    if spec == "mobilesam" {
+        return Kind::Segment(super::DEFAULT_SAM_MODEL.to_string());
+    }
+    if std::path::Path::new(&format!("{spec}_encoder.onnx")).exists() {
+        return Kind::Segment(spec.to_string());
+    }
+    let points = lookout::infer::pointnet::PointModelChoice::resolve(spec);
+    if points.entry.is_some() {
+        return Kind::Lidar(points);
+    }
+    Kind::Detector
+}
+
+/// A MobileSAM or LiDAR measurement: one line, or one JSON object.
+fn print_model_bench(r: &lookout::bench::ModelBench, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    let stages: Vec<String> = r
+        .stages
+        .iter()
+        .map(|(name, p)| format!("{name} p50 {:.1} p99 {:.1}", p.p50, p.p99))
+        .collect();
+    println!(
+        "{} ({}), {} thr: load {:.0} ms, first {:.1} ms | {} ms | {:.2} {}/s | peak {:.1} MiB",
+        r.model,
+        r.kind,
+        r.threads,
+        r.load_ms,
+        r.first_ms,
+        stages.join(", "),
+        r.per_second,
+        if r.kind == "lidar" { "scans" } else { "frames" },
+        r.peak_rss_mib.unwrap_or(f64::NAN),
+    );
     Ok(())
 }
