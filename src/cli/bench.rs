@@ -327,7 +327,7 @@ enum Kind {
     Detector,
     /// MobileSAM files prefix.
     Segment(String),
-    Lidar(lookout::infer::pointnet::PointModelChoice),
+    Lidar(Box<lookout::infer::pointnet::PointModelChoice>),
 }
 
 /// What kind of model `spec` names: MobileSAM by name or by its files, a point classifier by
@@ -341,7 +341,7 @@ fn model_kind(spec: &str) -> Kind {
     }
     let points = lookout::infer::pointnet::PointModelChoice::resolve(spec);
     if points.entry.is_some() {
-        return Kind::Lidar(points);
+        return Kind::Lidar(Box::new(points));
     }
     Kind::Detector
 }
