@@ -1,6 +1,6 @@
 //! The pure functions on every frame's path, at the sizes boards see: letterbox from camera
-//! resolutions, YOLO head decoding (DFL + anchors), NMS at 1k and 10k candidates, and wire
-//! framing. `cargo bench --bench hot_paths`; figures are printed, never asserted.
+//! resolutions, YOLO head decoding (DFL + anchors), NMS at 1k and 10k candidates, wire
+//! framing, and masks (RLE, outline polygon, fitting a serial frame). `cargo bench --bench hot_paths`; figures are printed, never asserted.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use lookout::decode::nms::non_max_suppression;
@@ -113,5 +113,37 @@ fn wire(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, letterbox, head, nms, wire);
+/// A mask the shape of an object at camera resolutions (an ellipse with a wavy outline, smooth
+/// like SAM's upscaled masks, plus a few specks): COCO RLE, the outline polygon, and fitting it
+/// into a serial frame's byte budget.
+fn mask(c: &mut Criterion) {
+    use lookout::decode::mask::{fit_instance_mask, polygon_within, Mask};
+    let mut group = c.benchmark_group("mask");
+    for (w, h) in [(640usize, 480usize), (1280, 720), (1920, 1080)] {
+        let mut noise = Noise(0x5eed);
+        let logits: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32 / w as f32, (i / w) as f32 / h as f32);
+                let (dx, dy) = ((x - 0.5) / 0.3, (y - 0.55) / 0.35);
+                let wave = 0.08 * (7.0 * dy.atan2(dx)).sin();
+                let speck = if noise.next() > 0.9995 { 2.0 } else { 0.0 };
+                1.0 + wave - (dx * dx + dy * dy) + speck
+            })
+            .collect();
+        let m = Mask::from_logits(&logits, w, h);
+        let id = format!("{w}x{h}");
+        group.bench_function(BenchmarkId::new("to_rle", &id), |b| {
+            b.iter(|| black_box(&m).to_rle())
+        });
+        group.bench_function(BenchmarkId::new("polygon_within 64 points", &id), |b| {
+            b.iter(|| polygon_within(black_box(&m), 64))
+        });
+        group.bench_function(BenchmarkId::new("fit 1024-byte frame", &id), |b| {
+            b.iter(|| fit_instance_mask(black_box(&m), 1, 0, 0.9, 1024))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, letterbox, head, nms, wire, mask);
 criterion_main!(benches);

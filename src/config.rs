@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BoardConfig {
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct BoardConfig {
 }
 
 /// What the board is, for logs and reports.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BoardSection {
     pub name: Option<String>,
@@ -39,7 +39,7 @@ pub struct BoardSection {
 }
 
 /// Detector settings; anything unset falls back to the command line or built-in defaults.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSection {
     pub model: Option<String>,
@@ -51,7 +51,9 @@ pub struct DetectorSection {
     pub max_det: Option<usize>,
     pub classes: Option<Vec<String>>,
     pub agnostic: Option<bool>,
-    /// `fp32` (default) or `f16`.
+    /// `fp32` (default), `f16` or `int8`. At int8 the model's quantized file is loaded: the
+    /// manifest's int8 file for a model named there, else `<stem>_int8.onnx` beside `model`
+    /// (or give the `_int8.onnx` file itself as `model`).
     pub precision: Option<crate::infer::Precision>,
 }
 
@@ -68,7 +70,7 @@ pub enum PayloadFormat {
 
 /// MQTT publishing. Secrets are never written here: they come from a file or an environment
 /// variable. Relative paths are relative to the config file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
     /// Broker: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS, 8883).

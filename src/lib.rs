@@ -7,6 +7,7 @@
 
 pub mod annotate;
 pub mod bench;
+pub mod branch;
 pub mod build_info;
 pub mod clock;
 pub mod config;

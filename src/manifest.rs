@@ -50,6 +50,8 @@ pub struct ModelEntry {
     pub description: String,
     pub license: String,
     pub source: ModelSource,
+    /// The quantized variant `--precision int8` loads, when the project knows how to make one.
+    pub int8: Option<Int8Variant>,
     pub input: InputSpec,
     pub output: OutputSpec,
     pub classes: ClassTable,
@@ -60,6 +62,15 @@ pub struct ModelEntry {
 pub struct ModelSource {
     pub pypi: String,
     pub member: String,
+}
+
+/// A quantized model made locally from its fp32 parent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Int8Variant {
+    pub file: String,
+    /// The command that makes `file` (run from the source tree).
+    pub command: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,11 +117,14 @@ impl Manifest {
         self.point_models.get(name)
     }
 
-    /// The entry whose `file` is this file name, for models given by path.
+    /// The entry whose `file` (or int8 variant's file) is this file name, for models given by
+    /// path.
     pub fn by_file_name(&self, file_name: &str) -> Option<(&str, &ModelEntry)> {
         self.models
             .iter()
-            .find(|(_, m)| m.file == file_name)
+            .find(|(_, m)| {
+                m.file == file_name || m.int8.as_ref().is_some_and(|q| q.file == file_name)
+            })
             .map(|(n, m)| (n.as_str(), m))
     }
 }
@@ -159,6 +173,12 @@ mod tests {
         assert_eq!(y.output.layout, "yolo-head");
         assert_eq!(
             m.by_file_name("yolo11n.onnx").map(|(n, _)| n),
+            Some("yolo11n")
+        );
+        let int8 = y.int8.as_ref().expect("yolo11n has an int8 recipe");
+        assert_eq!(int8.file, "yolo11n_int8.onnx");
+        assert_eq!(
+            m.by_file_name("yolo11n_int8.onnx").map(|(n, _)| n),
             Some("yolo11n")
         );
     }

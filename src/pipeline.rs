@@ -8,12 +8,18 @@
 //!   a channel of [`POST_QUEUE`] frames, so inference never waits on a sink; publishers only
 //!   queue anyway.
 //!
+//! - Models beside the detector ([`crate::branch`]: MobileSAM masks, the LiDAR classifier) run
+//!   on threads of their own at their own rate and hand their messages to the post stage.
+//!
 //! Every frame carries its capture timestamp (monotonic µs), so the age of its results at
 //! publish time is measured, not guessed. Status messages (uptime, fps, dropped frames and
 //! messages, temperature, throttling) go out every `status_interval` and once more, `offline`,
 //! on the way out.
 
 use crate::bench::Percentiles;
+use crate::branch::lidar::{LidarBranch, LidarHandle};
+use crate::branch::segment::{SegmenterBranch, SegmenterHandle};
+use crate::branch::{BranchOutput, BranchReport, BranchSummary};
 use crate::decode::yolo::DecodeParams;
 use crate::decode::Detection;
 use crate::health::Health;
@@ -110,6 +116,21 @@ pub enum PipelineError {
     PostStage,
 }
 
+/// Models that run beside the detector, each at its own rate.
+#[derive(Default)]
+pub struct Branches {
+    pub segmenter: Option<SegmenterBranch>,
+    pub lidar: Option<LidarBranch>,
+}
+
+/// What the pipeline reports as it goes: `lookout run` prints each as a JSON line.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum Report<'a> {
+    Frame(&'a FrameReport),
+    Branch(&'a BranchReport),
+}
+
 /// One processed frame, as printed by `lookout run` (one JSON line each).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FrameReport {
@@ -160,6 +181,10 @@ pub struct PipelineSummary {
     pub frames_gated: u64,
     pub sinks: Vec<SinkSummary>,
     pub latency_ms: StageLatencies,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segmenter: Option<BranchSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lidar: Option<BranchSummary>,
     pub stop_reason: String,
 }
 
@@ -187,6 +212,12 @@ pub struct NamedSink {
     pub publisher: Box<dyn Publisher + Send>,
     /// How long it may take to drain at shutdown.
     pub drain_timeout: Duration,
+}
+
+/// What the post stage takes: the detector's frames and the branches' messages.
+enum PostItem {
+    Frame(Processed),
+    Branch(BranchOutput),
 }
 
 /// What inference hands the post stage.
@@ -296,13 +327,14 @@ pub fn run(
     tracker: Tracker,
     sinks: Vec<NamedSink>,
     mut hooks: Option<Box<dyn FrameHooks>>,
+    branches: Branches,
     options: &PipelineOptions,
     stop: &AtomicBool,
-    on_frame: Box<dyn FnMut(&FrameReport) + Send>,
+    on_frame: Box<dyn FnMut(Report<'_>) + Send>,
 ) -> Result<PipelineSummary, PipelineError> {
     let started = Instant::now();
     let shared = Arc::new(Shared::default());
-    let (tx, rx) = mpsc::sync_channel::<Processed>(POST_QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<PostItem>(POST_QUEUE);
     let post = {
         let shared = Arc::clone(&shared);
         let options = options.clone();
@@ -321,6 +353,24 @@ pub fn run(
                 )
             })
             .map_err(|e| PipelineError::Thread("post", e))?
+    };
+    let branch_sender = || {
+        let tx = tx.clone();
+        move |out: BranchOutput| tx.send(PostItem::Branch(out)).is_ok()
+    };
+    let mut segmenter: Option<SegmenterHandle> = match branches.segmenter {
+        Some(b) => Some(
+            b.spawn(branch_sender())
+                .map_err(|e| PipelineError::Thread("segmenter", e))?,
+        ),
+        None => None,
+    };
+    let lidar: Option<LidarHandle> = match branches.lidar {
+        Some(b) => Some(
+            b.spawn(branch_sender())
+                .map_err(|e| PipelineError::Thread("lidar", e))?,
+        ),
+        None => None,
     };
     let service = ServiceManager::from_env();
     let mut last_watchdog = Instant::now();
@@ -407,11 +457,20 @@ pub fn run(
         }
         frames += 1;
         shared.processed.store(frames, Ordering::Relaxed);
+        let (frame_id, timestamp_us, width, height) = (
+            frame.frame_id,
+            frame.timestamp_us,
+            frame.width,
+            frame.height,
+        );
+        if let Some(s) = segmenter.as_mut() {
+            s.offer(frame, &detections);
+        }
         let processed = Processed {
-            frame_id: frame.frame_id,
-            timestamp_us: frame.timestamp_us,
-            width: frame.width,
-            height: frame.height,
+            frame_id,
+            timestamp_us,
+            width,
+            height,
             detections,
             times: FrameTimes {
                 age_at_start,
@@ -421,7 +480,7 @@ pub fn run(
                 ..FrameTimes::default()
             },
         };
-        if tx.send(processed).is_err() {
+        if tx.send(PostItem::Frame(processed)).is_err() {
             failure = Some(PipelineError::PostStage);
             break "the post stage stopped".to_string();
         }
@@ -440,33 +499,16 @@ pub fn run(
     shared
         .frames_dropped
         .store(capture.dropped, Ordering::Relaxed);
+    // The branches finish what they hold while the post stage still publishes it.
+    let segmenter = segmenter.map(SegmenterHandle::finish);
+    let lidar = lidar.map(LidarHandle::finish);
     drop(tx);
     let (latencies, sinks) = post.join().map_err(|_| PipelineError::PostStage)?;
     if let Some(e) = failure {
         return Err(e);
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(summary(
-        frames,
-        seconds,
-        capture,
-        gated,
-        sinks,
-        latencies,
-        stop_reason,
-    ))
-}
-
-fn summary(
-    frames: u64,
-    seconds: f64,
-    capture: CaptureStats,
-    gated: u64,
-    sinks: Vec<SinkSummary>,
-    latencies: StageLatencies,
-    stop_reason: String,
-) -> PipelineSummary {
-    PipelineSummary {
+    Ok(PipelineSummary {
         frames,
         seconds,
         fps: if seconds > 0.0 {
@@ -480,20 +522,22 @@ fn summary(
         frames_gated: gated,
         sinks,
         latency_ms: latencies,
+        segmenter,
+        lidar,
         stop_reason,
-    }
+    })
 }
 
 /// The post stage: tracks, publishes, reports; on the way out a final `offline` status and a
 /// bounded wait for every sink to drain.
 fn post_stage(
-    rx: mpsc::Receiver<Processed>,
+    rx: mpsc::Receiver<PostItem>,
     mut tracker: Tracker,
     mut sinks: Vec<NamedSink>,
     options: &PipelineOptions,
     class_names: &[String],
     shared: &Shared,
-    mut on_frame: Box<dyn FnMut(&FrameReport) + Send>,
+    mut on_frame: Box<dyn FnMut(Report<'_>) + Send>,
 ) -> (StageLatencies, Vec<SinkSummary>) {
     let started = Instant::now();
     let mut builder = MessageBuilder::new(options.device_id);
@@ -532,7 +576,20 @@ fn post_stage(
     publish(&mut sinks, &m);
     let mut last_status = Instant::now();
     let mut latencies = Latencies::default();
-    for mut item in rx {
+    for item in rx {
+        let mut item = match item {
+            PostItem::Frame(processed) => processed,
+            PostItem::Branch(output) => {
+                for body in output.bodies {
+                    let m = builder.message(output.timestamp_us, output.frame_id as u32, body);
+                    publish(&mut sinks, &m);
+                }
+                if let Some(report) = &output.report {
+                    on_frame(Report::Branch(report));
+                }
+                continue;
+            }
+        };
         let t0 = Instant::now();
         let update = tracker.update(item.timestamp_us, &item.detections);
         let frame_id = item.frame_id as u32;
@@ -579,7 +636,7 @@ fn post_stage(
             track_events,
             ms: item.times,
         };
-        on_frame(&report);
+        on_frame(Report::Frame(&report));
     }
     let last = status(false, &sinks);
     let m = builder.message(monotonic_us(), 0, last);

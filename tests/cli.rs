@@ -340,7 +340,64 @@ fn bench_prints_a_row_per_configuration() {
         let p = &r["inference_ms"];
         assert!(p["p50"].as_f64().unwrap() > 0.0 && p["p50"].as_f64() <= p["p99"].as_f64());
         assert!(r["fps"].as_f64().unwrap() > 0.0 && r["peak_rss_mib"].as_f64().unwrap() > 1.0);
+        // The full pipeline ran over the default simulated camera.
+        let pipe = &r["pipeline"];
+        assert_eq!(pipe["camera"], "YUYV 1280x720", "{pipe}");
+        assert_eq!(pipe["frames"], 30, "{pipe}");
+        assert!(pipe["fps"].as_f64().unwrap() > 0.0, "{pipe}");
+        let l = &pipe["latency_ms"];
+        for stage in [
+            "preprocess",
+            "inference",
+            "decode",
+            "track_publish",
+            "age_at_publish",
+        ] {
+            assert!(l[stage]["p50"].as_f64().unwrap() > 0.0, "{stage}: {pipe}");
+        }
+        // End to end covers every stage.
+        assert!(l["age_at_publish"]["p50"].as_f64() >= l["inference"]["p50"].as_f64());
     }
+}
+
+#[test]
+fn bench_takes_its_defaults_from_a_board_config_and_runs_for_a_duration() {
+    let dir = common::scratch("bench-config");
+    let config = dir.join("board.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[board]\nname = \"test board\"\n[detector]\nmodel = \"{}\"\ninput_size = [320, 256]\nthreads = 1\n\
+             [camera]\ndevice = \"/dev/video0\"\nformat = \"NV12\"\nwidth = 640\nheight = 480\n",
+            model_arg()
+        ),
+    )
+    .unwrap();
+    let o = lookout(&[
+        "bench",
+        "--config",
+        config.to_str().unwrap(),
+        "--duration",
+        "0.5",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("board test board"), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("320x256")).collect();
+    assert_eq!(rows.len(), 1, "one configuration: the config's\n{out}");
+    assert!(rows[0].contains("fp32") && rows[0].split_whitespace().nth(2) == Some("1"));
+    assert!(out.contains("pipeline (NV12 640x480 camera"), "{out}");
+    let bad = lookout(&["bench", "--camera-format", "H264", "--iters", "1"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("YUYV, NV12 or RGB3"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -420,4 +477,123 @@ fn board_config_supplies_defaults_and_the_command_line_wins() {
         "cup",
     ]);
     assert!(stdout(&o).contains("\"cup\""), "{}", stdout(&o));
+}
+
+#[test]
+fn check_prints_each_shipped_config_resolved_and_the_printout_checks_the_same() {
+    common::yolo11n();
+    let dir = common::scratch("check-configs");
+    let configs = common::root().join("board-configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = lookout(&["check", "--config", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        let printed = stdout(&out);
+        // Every default is filled in.
+        for key in [
+            "conf = ",
+            "iou = ",
+            "threads = ",
+            "precision = ",
+            "min_hits = ",
+        ] {
+            assert!(
+                printed.contains(key),
+                "{}: no {key}\n{printed}",
+                path.display()
+            );
+        }
+        // The printout is a valid config that resolves to itself.
+        let again = dir.join(path.file_name().unwrap());
+        std::fs::write(&again, &printed).unwrap();
+        let out2 = lookout(&["check", "--config", again.to_str().unwrap()]);
+        assert!(out2.status.success(), "{}", stderr(&out2));
+        let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(body(&printed), body(&stdout(&out2)), "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 4);
+    let host = stdout(&lookout(&[
+        "check",
+        "--config",
+        configs.join("host-replay.toml").to_str().unwrap(),
+    ]));
+    assert!(host.contains("input_size = [640, 640]") && host.contains("conf = 0.25"));
+    assert!(host.contains("# detector: 80 classes"), "{host}");
+}
+
+#[test]
+fn check_names_every_problem_with_its_fix_and_fails() {
+    common::yolo11n();
+    let dir = common::scratch("check-problems");
+    let config = dir.join("board.toml");
+    std::fs::write(
+        &config,
+        "[detector]\nclasses = [\"person\", \"unicorn\"]\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"robot\"\npassword_env = \"LOOKOUT_TEST_UNSET_PW\"\nca_file = \"ca.pem\"\n\n\
+         [segmenter]\nenabled = true\nmodel = \"nowhere/sam\"\n\n\
+         [replay]\npath = \"no-such-frames\"\n",
+    )
+    .unwrap();
+    let out = lookout(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in [
+        "detector.classes: 'unicorn' is not a class of yolo11n",
+        "LOOKOUT_TEST_UNSET_PW (mqtt.password_env) is not set",
+        "mqtt.ca_file:",
+        "ca.pem does not exist",
+        "segmenter.model: nowhere/sam_encoder.onnx does not exist",
+        "replay.path: no-such-frames does not exist",
+    ] {
+        assert!(err.contains(needle), "no {needle:?} in\n{err}");
+    }
+    // The password itself is never printed, even when set.
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["check", "--no-load", "--config", config.to_str().unwrap()])
+        .env("LOOKOUT_TEST_UNSET_PW", "hunter2-secret")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("hunter2-secret"), "{all}");
+    assert!(!all.contains("is not set"), "{all}");
+}
+
+#[test]
+fn bench_measures_mobilesam_and_the_lidar_path_beside_the_detector() {
+    let sam = common::fixtures().join("sam/mobilesam_tiny");
+    let models = format!("{},pointnet-synthetic", sam.display());
+    let o = lookout(&[
+        "bench",
+        "--models",
+        &models,
+        "--threads",
+        "1",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", stdout(&o));
+    for (row, kind, stages) in [
+        (&rows[0], "segment", ["encoder", "decoder"]),
+        (&rows[1], "lidar", ["segment", "classify"]),
+    ] {
+        assert_eq!(row["kind"], kind, "{row}");
+        assert_eq!(row["iters"], 2, "{row}");
+        for stage in stages {
+            let p = &row["stages"][stage];
+            assert!(p["p50"].as_f64().unwrap() > 0.0, "{stage}: {row}");
+        }
+        assert!(row["per_second"].as_f64().unwrap() > 0.0, "{row}");
+    }
 }

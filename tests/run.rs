@@ -206,3 +206,112 @@ fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
             .any(|m| matches!(&m.body, Body::Status(s) if !s.online))
     });
 }
+
+#[test]
+fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
+    common::yolo11n();
+    let root = common::root();
+    let dir = common::scratch("run-branches");
+    let frames = dir.join("frames");
+    moving_cat_frames(&frames, 8);
+    let config = dir.join("board.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[board]\ndevice_id = 14\n\n[detector]\ninput_size = [640, 384]\nthreads = 1\n\n\
+             [tracker]\nmin_hits = 2\nmax_age = 5\n\n\
+             [segmenter]\nenabled = true\nmodel = \"{}\"\ninterval_s = 0.5\nthreads = 1\n\n\
+             [lidar]\nmodel = \"vlp16\"\nreplay = \"{}\"\nthreads = 1\n",
+            root.join("tests/fixtures/sam/mobilesam_tiny").display(),
+            root.join("lidar/tests/fixtures/velodyne_vlp16.pcap")
+                .display(),
+        ),
+    )
+    .unwrap();
+    let broker = Broker::start("run-branches", BrokerOptions::default());
+    let received = subscribe(broker.port, "lookout/14/#");
+    let run_for = 3.0;
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--replay")
+        .arg(&frames)
+        .args(["--loop", "--fps", "10", "--mqtt", &broker.url()])
+        .args(["--duration", &run_for.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |key: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l.get(key).is_some()).collect()
+    };
+    let (frame_lines, mask_lines, scan_lines) = (of("frame_id"), of("masks_for_frame"), of("scan"));
+    assert_eq!(
+        frame_lines.len() + mask_lines.len() + scan_lines.len(),
+        lines.len()
+    );
+    let frame_ids: Vec<u64> = frame_lines
+        .iter()
+        .map(|l| l["frame_id"].as_u64().unwrap())
+        .collect();
+    assert!(frame_ids.len() >= 5, "{stdout}");
+
+    // Masks: for frames the detector processed, at most one per interval, newest frames.
+    assert!(!mask_lines.is_empty(), "{stdout}");
+    assert!(
+        mask_lines.len() as f64 <= run_for / 0.5 + 1.0,
+        "interval_s = 0.5 allows at most {} segmented frames: {stdout}",
+        run_for / 0.5 + 1.0
+    );
+    let mut last = None;
+    let mut masks_sent = 0;
+    for m in &mask_lines {
+        let id = m["masks_for_frame"].as_u64().unwrap();
+        assert!(frame_ids.contains(&id), "{m}");
+        assert!(last.is_none_or(|l| id > l), "masks go to ever newer frames");
+        last = Some(id);
+        let masks = m["masks"].as_array().unwrap();
+        assert!(!masks.is_empty(), "the cat gets a mask: {m}");
+        masks_sent += masks.iter().filter(|k| k["encoding"] != "none").count();
+    }
+    // The LiDAR capture holds one full rotation: classified objects, once.
+    assert_eq!(scan_lines.len(), 1, "{stdout}");
+    let objects = scan_lines[0]["objects"].as_array().unwrap();
+    assert!(!objects.is_empty() && objects.iter().all(|o| o["class"].is_string()));
+
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["segmenter"]["runs"], mask_lines.len(), "{summary}");
+    assert_eq!(summary["segmenter"]["errors"], 0, "{summary}");
+    assert_eq!(summary["lidar"]["runs"], 1, "{summary}");
+    assert_eq!(summary["frames"], frame_ids.len(), "{summary}");
+
+    // Everything went out on the broker: masks, LiDAR objects, both class tables.
+    wait_for("the offline status", &received, |m| {
+        m.iter()
+            .any(|m| matches!(&m.body, Body::Status(s) if !s.online))
+    });
+    let messages = received.lock().unwrap().clone();
+    let count = |f: &dyn Fn(&Body) -> bool| messages.iter().filter(|m| f(&m.body)).count();
+    assert_eq!(count(&|b| matches!(b, Body::Mask(_))), masks_sent);
+    assert_eq!(count(&|b| matches!(b, Body::LidarObjects(_))), 1);
+    assert_eq!(
+        count(&|b| matches!(b, Body::Detections(_))),
+        frame_ids.len()
+    );
+    let models: std::collections::BTreeSet<String> = messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::ClassTable(t) => Some(t.model.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        models.contains("yolo11n") && models.contains("pointnet-synthetic"),
+        "{models:?}"
+    );
+}

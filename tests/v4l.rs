@@ -495,3 +495,90 @@ fn lookout_record_survives_an_unplug_and_its_recording_replays_bit_for_bit() {
     }
     assert_eq!(numbers, (numbers[0]..numbers[0] + 12).collect::<Vec<_>>());
 }
+
+#[test]
+fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug() {
+    common::yolo11n();
+    let dir = common::scratch("v4l-run");
+    let config = dir.join("board.toml");
+    // A 30 fps MJPEG camera showing the cat; inference at 640x640 is slower than the camera,
+    // so latest-frame-wins must drop frames.
+    std::fs::write(
+        &config,
+        format!(
+            "[camera]\ndevice = \"{DEVICE}\"\nformat = \"MJPEG\"\nwidth = 320\nheight = 240\nfps = 30\n\n\
+             [detector]\ninput_size = [640, 640]\nthreads = 1\n\n[tracker]\nmin_hits = 2\nmax_age = 30\n"
+        ),
+    )
+    .unwrap();
+    let jpeg = jpeg_fixture();
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--duration",
+            "4",
+        ])
+        .current_dir(common::root())
+        .env("LD_PRELOAD", shim())
+        .env("LOOKOUT_SHIM_JPEG", &jpeg)
+        .env("LOOKOUT_SHIM_DISCONNECT_AFTER", "30")
+        .env("LOOKOUT_SHIM_OFFLINE_MS", "400")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("disconnected after 30 frames") && stderr.contains("is back after"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let frames: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(frames.len() >= 4, "{stdout}");
+    // Every frame shows the cat; once confirmed it keeps one id, across the unplug too.
+    let ids: Vec<Option<u64>> = frames
+        .iter()
+        .map(|f| {
+            assert_eq!(
+                (f["width"].as_u64(), f["height"].as_u64()),
+                (Some(320), Some(240))
+            );
+            let cat = f["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["class_id"] == 15)
+                .unwrap_or_else(|| panic!("no cat in {f}"));
+            cat["track_id"].as_u64()
+        })
+        .collect();
+    let confirmed: Vec<u64> = ids.iter().flatten().copied().collect();
+    assert!(confirmed.len() + 1 >= ids.len(), "{ids:?}");
+    assert!(confirmed.iter().all(|&id| id == confirmed[0]), "{ids:?}");
+    // Frame ids only grow; stale frames were dropped, not queued.
+    let frame_ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f["frame_id"].as_u64().unwrap())
+        .collect();
+    assert!(frame_ids.windows(2).all(|w| w[1] > w[0]), "{frame_ids:?}");
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    let (captured, processed, dropped) = (
+        summary["captured"].as_u64().unwrap(),
+        summary["frames"].as_u64().unwrap(),
+        summary["frames_dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(processed, frames.len() as u64);
+    assert!(dropped > 0, "{summary}");
+    assert!(
+        captured >= processed + dropped && captured > 30,
+        "{summary}"
+    );
+    assert!(summary["source_errors"].as_u64().unwrap() >= 1, "{summary}");
+    // Frames were processed after the camera came back (frame ids past the unplug).
+    assert!(*frame_ids.last().unwrap() >= 30, "{frame_ids:?}");
+}

@@ -4,6 +4,7 @@
 use super::{default_threads, parse_size, DEFAULT_MODEL};
 use anyhow::{bail, Context};
 use lookout::annotate::draw_detections;
+use lookout::branch::segment::{mask_message, MaskRecord};
 use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
@@ -37,7 +38,8 @@ pub struct DetectArgs {
     /// Network input WIDTHxHEIGHT, multiples of 32 (e.g. 640x384 for 16:9 frames).
     #[arg(long, value_parser = parse_size)]
     pub input_size: Option<(u32, u32)>,
-    /// Arithmetic precision: fp32 (default) or f16 (fast on ARMv8.2+ cores such as the Pi 5's).
+    /// Arithmetic precision: fp32 (default), f16 (fast on ARMv8.2+ cores such as the Pi 5's) or
+    /// int8 (the model's quantized file, made by `quantize/int8 yolo11n`).
     #[arg(long, value_parser = lookout::infer::Precision::parse)]
     pub precision: Option<lookout::infer::Precision>,
     /// Compute threads (default: all cores).
@@ -185,18 +187,6 @@ struct ImageRecord<'a> {
 }
 
 #[derive(Serialize)]
-struct MaskRecord {
-    /// Index into `detections`.
-    detection: usize,
-    /// MobileSAM's predicted IoU.
-    score: f32,
-    area_px: usize,
-    /// How it travels on the wire: `rle` (exact) or `polygon`, and the serial frame's bytes.
-    encoding: &'static str,
-    frame_bytes: usize,
-}
-
-#[derive(Serialize)]
 struct Timing {
     preprocess: f64,
     inference: f64,
@@ -327,7 +317,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         .segment
         .mask_frame_bytes
         .or(seg_cfg.mask_frame_bytes)
-        .unwrap_or(1024);
+        .unwrap_or(super::DEFAULT_MASK_FRAME_BYTES);
     let mut segmenter = if args.segment.segment || seg_cfg.enabled == Some(true) {
         let o = &args.segment;
         let budget_ms = o.segment_budget_ms.or(seg_cfg.budget_ms);
@@ -338,7 +328,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             .sam_model
             .as_deref()
             .or(seg_cfg.model.as_deref())
-            .unwrap_or("models/mobilesam");
+            .unwrap_or(super::DEFAULT_SAM_MODEL);
         let sam = lookout::infer::sam::SamSegmenter::load(
             &lookout::infer::sam::SamModelPaths {
                 encoder: PathBuf::from(format!("{sam_model}_encoder.onnx")),
@@ -354,7 +344,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             _ => (o.segment_classes.clone(), "--segment-classes".to_string()),
         };
         let budget = lookout::infer::sam::SegmentBudget {
-            max_masks: o.segment_max.or(seg_cfg.max_masks).unwrap_or(10),
+            max_masks: o
+                .segment_max
+                .or(seg_cfg.max_masks)
+                .unwrap_or(super::DEFAULT_MAX_MASKS),
             classes: resolve_classes(&classes, detector.class_names(), &origin)?,
             time_budget: budget_ms.map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
         };
@@ -409,30 +402,9 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                 let mut records = Vec::new();
                 for (i, seg) in segs {
                     let d = &detections[i];
-                    let wire = lookout::decode::mask::fit_instance_mask(
-                        &seg.mask,
-                        i as u32,
-                        d.class_id as u16,
-                        seg.score,
-                        mask_frame_bytes,
-                    );
-                    let (encoding, frame_bytes) = match &wire {
-                        Some(m) => (
-                            match m.shape {
-                                lookout_wire::MaskShape::Rle { .. } => "rle",
-                                lookout_wire::MaskShape::Polygon { .. } => "polygon",
-                            },
-                            lookout::decode::mask::frame_len(m),
-                        ),
-                        None => ("none", 0),
-                    };
-                    records.push(MaskRecord {
-                        detection: i,
-                        score: round(seg.score, 4),
-                        area_px: seg.mask.area(),
-                        encoding,
-                        frame_bytes,
-                    });
+                    let (wire, record) =
+                        mask_message(&seg.mask, i, d.class_id, seg.score, mask_frame_bytes);
+                    records.push(record);
                     mask_bodies.extend(wire.map(lookout_wire::Body::Mask));
                     frame_masks.push(seg.mask);
                 }

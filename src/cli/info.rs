@@ -3,7 +3,7 @@
 use super::{parse_size, ModelArgs};
 use lookout::build_info;
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
-use lookout::infer::{detected_isa, EngineOptions};
+use lookout::infer::{detected_isa, EngineOptions, Precision};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -14,6 +14,9 @@ pub struct InfoArgs {
     /// Network input WIDTHxHEIGHT to optimise the model for.
     #[arg(long, value_parser = parse_size)]
     pub input_size: Option<(u32, u32)>,
+    /// Precision to load the model at: fp32, f16 or int8 (int8 loads the quantized file).
+    #[arg(long, value_parser = Precision::parse, default_value = "fp32")]
+    pub precision: Precision,
     /// Also list the model's class names with their ids.
     #[arg(long)]
     pub classes: bool,
@@ -41,6 +44,8 @@ struct ModelInfo {
     /// Why the model could not be loaded, when it could not.
     error: Option<String>,
     input: Option<String>,
+    /// The precision that runs (a quantized file runs int8 whatever was asked).
+    precision: Option<&'static str>,
     classes: Option<Vec<String>>,
     matmul_kernels: BTreeMap<String, usize>,
     ops: BTreeMap<String, usize>,
@@ -48,21 +53,27 @@ struct ModelInfo {
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let (cpu_isa, cpu_isa_level) = detected_isa();
-    let choice = ModelChoice::resolve(&args.model.model);
+    let choice = ModelChoice::resolve(&args.model.model).for_precision(args.precision);
     let mut model = ModelInfo {
         spec: args.model.model.clone(),
         path: choice.path.display().to_string(),
         error: None,
         input: None,
+        precision: None,
         classes: None,
         matmul_kernels: BTreeMap::new(),
         ops: BTreeMap::new(),
     };
     // Info stays useful without a model: the reason is shown in place of the kernels.
-    match YoloDetector::load(choice, args.input_size, &EngineOptions::default()) {
+    let options = EngineOptions {
+        precision: args.precision,
+        ..EngineOptions::default()
+    };
+    match YoloDetector::load(choice, args.input_size, &options) {
         Ok(detector) => {
             let (w, h) = detector.input_size();
             model.input = Some(format!("{w}x{h}"));
+            model.precision = Some(detector.engine().precision().name());
             model.matmul_kernels = detector.engine().matmul_kernels();
             model.ops = detector.engine().op_histogram();
             model.classes = args.classes.then(|| detector.class_names().to_vec());
@@ -104,6 +115,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         "  input:        {}",
         info.model.input.as_deref().unwrap_or("?")
     );
+    println!("  precision:    {}", info.model.precision.unwrap_or("?"));
     println!("  matmul kernels (nodes using each):");
     for (k, n) in &info.model.matmul_kernels {
         println!("    {k:<40} {n}");

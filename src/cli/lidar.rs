@@ -3,6 +3,7 @@
 
 use super::default_threads;
 use anyhow::{bail, Context};
+use lookout::branch::lidar::process_scan;
 use lookout::config::BoardConfig;
 use lookout::infer::pointnet::{
     lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
@@ -10,11 +11,10 @@ use lookout::infer::pointnet::{
 use lookout::infer::EngineOptions;
 use lookout::sink::{class_table_bodies, MessageBuilder, Publisher};
 use lookout::source::lidar::{open, parse_model, LidarInput};
-use lookout_lidar::process::{segment, SegmentParams};
+use lookout_lidar::process::SegmentParams;
 use lookout_lidar::velodyne::CutAzimuth;
-use serde::Serialize;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["pcap", "file", "udp", "rplidar", "config"])))]
@@ -58,11 +58,15 @@ pub struct LidarArgs {
     #[arg(long)]
     pub no_classify: bool,
     /// Clusters per PointNet batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = super::DEFAULT_LIDAR_BATCH)]
     pub batch: usize,
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Classifier precision: fp32 (default) or int8 (`<model>_int8.onnx`, committed for the
+    /// built-in model; `quantize/int8 pointnet` remakes it).
+    #[arg(long, value_parser = lookout::infer::Precision::parse, default_value = "fp32")]
+    pub precision: lookout::infer::Precision,
     /// Ignore points farther than this, metres.
     #[arg(long, default_value_t = 40.0)]
     pub max_range: f32,
@@ -105,46 +109,6 @@ fn open_publisher(args: &LidarArgs) -> anyhow::Result<Option<Box<dyn Publisher>>
         let _ = path;
         bail!("{}", super::detect::NO_SERIAL)
     }
-}
-
-#[derive(Serialize)]
-struct ObjectLine<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    class_id: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    class: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    score: Option<f32>,
-    center_m: [f32; 3],
-    size_m: [f32; 3],
-    yaw_rad: f32,
-    points: usize,
-}
-
-#[derive(Serialize)]
-struct ScanLine<'a> {
-    scan: u64,
-    timestamp_us: u64,
-    complete: bool,
-    points: usize,
-    obstacle_points: usize,
-    objects: Vec<ObjectLine<'a>>,
-    ms: Times,
-}
-
-#[derive(Serialize)]
-struct Times {
-    segment: f64,
-    classify: f64,
-}
-
-fn round(v: f32, digits: i32) -> f32 {
-    let scale = 10f32.powi(digits);
-    (v * scale).round() / scale
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
 pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
@@ -211,7 +175,10 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             &PointModelChoice::resolve(spec),
             args.batch.max(1),
             None,
-            &EngineOptions::threads(threads),
+            &EngineOptions {
+                threads,
+                precision: args.precision,
+            },
         )?)
     };
     let mut params = SegmentParams::default();
@@ -247,57 +214,7 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
         if !cloud.complete && !args.partial {
             continue;
         }
-        let started = Instant::now();
-        // A single-ring (2D) scan lies in one plane: there is no ground to take away.
-        let found = if cloud.rings == 1 {
-            let mut flat = params.clone();
-            flat.ground.iterations = 0;
-            segment(&cloud.points, &flat)
-        } else {
-            segment(&cloud.points, &params)
-        };
-        let segmented = started.elapsed();
-        let started = Instant::now();
-        let classified = match classifier.as_mut() {
-            Some(c) => Some(c.classify(&found.clusters, scan)?),
-            None => None,
-        };
-        let classify_time = started.elapsed();
-        let names = classifier.as_ref().map(|c| c.class_names().to_vec());
-        let objects = found
-            .clusters
-            .iter()
-            .enumerate()
-            .map(|(i, cluster)| {
-                let det = classified.as_ref().and_then(|c| c.get(i));
-                let b = &cluster.bounds;
-                ObjectLine {
-                    class_id: det.map(|d| d.class_id),
-                    class: det.and_then(|d| {
-                        names
-                            .as_ref()
-                            .and_then(|n| n.get(d.class_id).map(String::as_str))
-                    }),
-                    score: det.map(|d| round(d.score, 4)),
-                    center_m: b.center_m.map(|v| round(v, 3)),
-                    size_m: b.size_m.map(|v| round(v, 3)),
-                    yaw_rad: round(b.yaw_rad, 3),
-                    points: cluster.points.len(),
-                }
-            })
-            .collect();
-        let line = ScanLine {
-            scan,
-            timestamp_us: cloud.timestamp_us,
-            complete: cloud.complete,
-            points: cloud.points.len(),
-            obstacle_points: found.obstacle_points,
-            objects,
-            ms: Times {
-                segment: ms(segmented),
-                classify: ms(classify_time),
-            },
-        };
+        let (line, classified) = process_scan(&cloud, scan, &params, classifier.as_mut())?;
         println!("{}", serde_json::to_string(&line)?);
         if let (Some(p), Some(objects)) = (publisher.as_mut(), classified.as_ref()) {
             let body = lidar_objects_body(objects);

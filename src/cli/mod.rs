@@ -3,6 +3,7 @@
 //! and `log`.
 
 mod bench;
+mod check;
 mod detect;
 mod devices;
 mod info;
@@ -33,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the live pipeline of a board config: capture, detect, track, publish.
     Run(run::RunArgs),
+    /// Validate a board config and print it resolved, with every default filled in.
+    Check(check::CheckArgs),
     /// Detect objects in images; prints one JSON line per image.
     Detect(detect::DetectArgs),
     /// Show the build, the CPU features tract detected and the kernels it picks for a model.
@@ -55,6 +58,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
         Command::Detect(args) => detect::run(args),
         Command::Info(args) => info::run(args).map(|()| true),
         Command::Bench(args) => bench::run(args).map(|()| true),
@@ -68,6 +72,15 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
 
 /// The model used when neither the command line nor a board config names one.
 pub const DEFAULT_MODEL: &str = "yolo11n";
+/// MobileSAM's files unless `--sam-model` or `segmenter.model` say otherwise:
+/// `<prefix>_encoder.onnx` and `<prefix>_decoder.onnx`.
+pub const DEFAULT_SAM_MODEL: &str = "models/mobilesam";
+/// Masks per frame, at most, unless configured.
+pub const DEFAULT_MAX_MASKS: usize = 10;
+/// Largest serial frame for one mask, bytes, unless configured.
+pub const DEFAULT_MASK_FRAME_BYTES: usize = 1024;
+/// Clusters per PointNet batch, unless configured.
+pub const DEFAULT_LIDAR_BATCH: usize = 8;
 
 /// Model options shared by the commands that load a detector.
 #[derive(Debug, Clone, clap::Args)]

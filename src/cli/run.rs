@@ -4,13 +4,20 @@
 //! SIGINT/SIGTERM arrives; then flushes the sinks, says `offline`, and prints a summary.
 
 use super::detect::{open_sinks, resolve_classes, SinkArgs};
-use super::{default_threads, DEFAULT_MODEL};
+use super::{
+    default_threads, DEFAULT_LIDAR_BATCH, DEFAULT_MASK_FRAME_BYTES, DEFAULT_MAX_MASKS,
+    DEFAULT_MODEL, DEFAULT_SAM_MODEL,
+};
 use anyhow::{bail, Context};
+use lookout::branch::lidar::LidarBranch;
+use lookout::branch::segment::SegmenterBranch;
 use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
+use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
+use lookout::infer::sam::{SamModelPaths, SamSegmenter, SegmentBudget};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
-use lookout::pipeline::{self, FrameInput, FrameReport, NamedSink, PipelineOptions};
+use lookout::pipeline::{self, Branches, FrameInput, NamedSink, PipelineOptions, Report};
 use lookout::source::camera::{open_camera, ReplaySection};
 use lookout::source::latest::LatestFrame;
 use lookout::track::Tracker;
@@ -109,6 +116,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
             &origin,
         )?,
     };
+    let branches = Branches {
+        segmenter: segmenter_branch(&board, detector.class_names(), &args)?,
+        lidar: lidar_branch(&board, &args)?,
+    };
     let hooks = open_gpio(&board, detector.class_names(), &args)?;
     let device_id = board.board.device_id.unwrap_or(0);
     let sink_args = SinkArgs {
@@ -134,9 +145,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         frame_timeout: Duration::from_secs(2),
     };
     let quiet = args.quiet;
-    let on_frame = Box::new(move |report: &FrameReport| {
+    let on_frame = Box::new(move |report: Report<'_>| {
         if !quiet {
-            if let Ok(line) = serde_json::to_string(report) {
+            if let Ok(line) = serde_json::to_string(&report) {
                 println!("{line}");
             }
         }
@@ -154,6 +165,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         Tracker::new(board.tracker),
         sinks,
         hooks,
+        branches,
         &options,
         &stop,
         on_frame,
@@ -184,4 +196,69 @@ fn open_gpio(
         let _ = alert_ids;
         Err(lookout::gpio::GpioError::NotCompiled.into())
     }
+}
+
+/// MobileSAM beside the detector, when the config's `[segmenter]` is enabled.
+fn segmenter_branch(
+    board: &BoardConfig,
+    class_names: &[String],
+    args: &RunArgs,
+) -> anyhow::Result<Option<SegmenterBranch>> {
+    let s = &board.segmenter;
+    if s.enabled != Some(true) {
+        return Ok(None);
+    }
+    let prefix = s.model.as_deref().unwrap_or(DEFAULT_SAM_MODEL);
+    let sam = SamSegmenter::load(
+        &SamModelPaths {
+            encoder: PathBuf::from(format!("{prefix}_encoder.onnx")),
+            decoder: PathBuf::from(format!("{prefix}_decoder.onnx")),
+        },
+        &EngineOptions::threads(s.threads.unwrap_or(1)),
+    )
+    .with_context(|| format!("segmenter.model of {}", args.config.display()))?;
+    let origin = format!("segmenter.classes of {}", args.config.display());
+    Ok(Some(SegmenterBranch {
+        sam,
+        budget: SegmentBudget {
+            max_masks: s.max_masks.unwrap_or(DEFAULT_MAX_MASKS),
+            classes: resolve_classes(
+                s.classes.as_deref().unwrap_or_default(),
+                class_names,
+                &origin,
+            )?,
+            time_budget: s.budget_ms.map(|ms| Duration::from_secs_f64(ms / 1e3)),
+        },
+        mask_frame_bytes: s.mask_frame_bytes.unwrap_or(DEFAULT_MASK_FRAME_BYTES),
+        interval: Duration::from_secs_f64(s.interval_s.unwrap_or(0.0)),
+    }))
+}
+
+/// The LiDAR classifier on the board's own sensor, when the config has a `[lidar]` section.
+fn lidar_branch(board: &BoardConfig, args: &RunArgs) -> anyhow::Result<Option<LidarBranch>> {
+    let Some(section) = &board.lidar else {
+        return Ok(None);
+    };
+    let Some(input) = section.input() else {
+        bail!(
+            "{}: [lidar] names no sensor: set lidar.address (a live Velodyne, e.g. \"0.0.0.0:2368\") or lidar.replay (a pcap capture)",
+            args.config.display()
+        );
+    };
+    let source = lookout::source::lidar::open(&input)?;
+    let spec = section.classifier.as_deref().unwrap_or(DEFAULT_POINT_MODEL);
+    let classifier = PointNetClassifier::load(
+        &PointModelChoice::resolve(spec),
+        section.batch.unwrap_or(DEFAULT_LIDAR_BATCH),
+        None,
+        &EngineOptions::threads(section.threads.unwrap_or(1)),
+    )
+    .with_context(|| format!("lidar.classifier of {}", args.config.display()))?;
+    Ok(Some(LidarBranch {
+        source,
+        classifier,
+        model_name: spec.to_string(),
+        params: section.segment_params(),
+        paced: section.replay.is_some(),
+    }))
 }

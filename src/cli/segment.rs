@@ -28,7 +28,7 @@ pub struct SegmentArgs {
     pub single: bool,
     /// Model files PREFIX_encoder.onnx and PREFIX_decoder.onnx (from
     /// quantize/export_mobilesam.py).
-    #[arg(long, default_value = "models/mobilesam")]
+    #[arg(long, default_value = super::DEFAULT_SAM_MODEL)]
     pub model: String,
     /// Write mask.png (white on black) and overlay.png into this directory.
     #[arg(long)]

@@ -239,54 +239,119 @@ fn rle_of(mask: &Mask, x0: usize, y0: usize, w: usize, h: usize) -> Vec<u32> {
     runs
 }
 
+/// The pixels of one 8-connected component, as horizontal runs per row.
+struct Component {
+    /// Runs `(x0, x1)` (x1 exclusive) of each row, sorted by x0.
+    rows: Vec<Vec<(u32, u32)>>,
+    /// Its first pixel in raster order.
+    first: (usize, usize),
+}
+
+impl Component {
+    fn contains(&self, x: i64, y: i64) -> bool {
+        if x < 0 || y < 0 || y as usize >= self.rows.len() {
+            return false;
+        }
+        let row = &self.rows[y as usize];
+        let x = x as u32;
+        // The last run starting at or before x.
+        let i = row.partition_point(|r| r.0 <= x);
+        i > 0 && x < row[i - 1].1
+    }
+}
+
+/// The largest 8-connected component (ties: the first in raster order), labelled run by run
+/// with union-find: the work grows with the number of runs, not pixels, so a 1080p mask
+/// costs one pass to find its runs.
+fn largest_component(mask: &Mask) -> Option<Component> {
+    let (w, h) = (mask.width, mask.height);
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new(); // (y, x0, x1)
+    let mut row_start = Vec::with_capacity(h + 1);
+    for y in 0..h {
+        row_start.push(runs.len());
+        let row = &mask.pixels[y * w..(y + 1) * w];
+        let mut x = 0;
+        while x < w {
+            if !row[x] {
+                x += 1;
+                continue;
+            }
+            let x0 = x;
+            while x < w && row[x] {
+                x += 1;
+            }
+            runs.push((y as u32, x0 as u32, x as u32));
+        }
+    }
+    row_start.push(runs.len());
+    if runs.is_empty() {
+        return None;
+    }
+    let mut parent: Vec<usize> = (0..runs.len()).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for y in 1..h {
+        let (prev, cur) = (
+            row_start[y - 1]..row_start[y],
+            row_start[y]..row_start[y + 1],
+        );
+        let mut p = prev.start;
+        for c in cur {
+            let (_, cx0, cx1) = runs[c];
+            // Skip runs of the row above that end before this one can touch (diagonally).
+            while p < prev.end && runs[p].2 < cx0 {
+                p += 1;
+            }
+            let mut q = p;
+            while q < prev.end && runs[q].1 <= cx1 {
+                let (a, b) = (find(&mut parent, q), find(&mut parent, c));
+                if a != b {
+                    // The smaller index stays the root: the root is the first run in raster order.
+                    parent[a.max(b)] = a.min(b);
+                }
+                q += 1;
+            }
+        }
+    }
+    let mut area = vec![0usize; runs.len()];
+    for (i, &(_, x0, x1)) in runs.iter().enumerate() {
+        let r = find(&mut parent, i);
+        area[r] += (x1 - x0) as usize;
+    }
+    // Largest area; among equals the earliest root, which starts earliest in raster order.
+    let best = (0..runs.len()).filter(|&i| parent[i] == i).fold(
+        None,
+        |acc: Option<usize>, i| match acc {
+            Some(b) if area[b] >= area[i] => Some(b),
+            _ => Some(i),
+        },
+    )?;
+    let mut rows = vec![Vec::new(); h];
+    for (i, &(y, x0, x1)) in runs.iter().enumerate() {
+        if find(&mut parent, i) == best {
+            rows[y as usize].push((x0, x1));
+        }
+    }
+    Some(Component {
+        rows,
+        first: (runs[best].1 as usize, runs[best].0 as usize),
+    })
+}
+
 /// The outer boundary of the largest 8-connected component, as pixel corners traced
 /// clockwise (Moore-neighbour tracing on pixel centres); empty for an empty mask.
 pub fn largest_contour(mask: &Mask) -> Vec<[i32; 2]> {
     let (w, h) = (mask.width, mask.height);
-    // Label components to find the largest and its top-left-most pixel.
-    let mut label = vec![0u32; w * h];
-    let (mut best, mut best_area, mut best_start) = (0u32, 0usize, (0usize, 0usize));
-    let mut next = 0u32;
-    let mut stack = Vec::new();
-    for start in 0..w * h {
-        if !mask.pixels[start] || label[start] != 0 {
-            continue;
-        }
-        next += 1;
-        let mut area = 0usize;
-        label[start] = next;
-        stack.push(start);
-        while let Some(i) = stack.pop() {
-            area += 1;
-            let (x, y) = ((i % w) as i64, (i / w) as i64);
-            for dy in -1..=1i64 {
-                for dx in -1..=1i64 {
-                    let (nx, ny) = (x + dx, y + dy);
-                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
-                        continue;
-                    }
-                    let j = ny as usize * w + nx as usize;
-                    if mask.pixels[j] && label[j] == 0 {
-                        label[j] = next;
-                        stack.push(j);
-                    }
-                }
-            }
-        }
-        if area > best_area {
-            (best, best_area, best_start) = (next, area, (start % w, start / w));
-        }
-    }
-    if best_area == 0 {
+    let Some(component) = largest_component(mask) else {
         return Vec::new();
-    }
-    let inside = |x: i64, y: i64| {
-        x >= 0
-            && y >= 0
-            && x < w as i64
-            && y < h as i64
-            && label[y as usize * w + x as usize] == best
     };
+    let best_start = component.first;
+    let inside = |x: i64, y: i64| component.contains(x, y);
     // Moore tracing, clockwise in image coordinates (y down), from the first pixel in raster
     // order, whose west neighbour is outside.
     const DIRS: [(i64, i64); 8] = [
@@ -386,14 +451,19 @@ fn douglas_peucker(p: &[[i32; 2]], a: usize, b: usize, epsilon: f32, keep: &mut 
 /// The largest component's outline with at most `max_points` points: Douglas-Peucker with a
 /// tolerance doubled from 0.5 px until the budget holds.
 pub fn polygon_within(mask: &Mask, max_points: usize) -> Vec<[i32; 2]> {
-    let contour = largest_contour(mask);
-    let mut epsilon = 0.5f32;
-    let mut poly = simplify_polygon(&contour, epsilon);
+    simplify_within(&largest_contour(mask), max_points, 0.5).0
+}
+
+/// Douglas-Peucker on `contour` with a tolerance doubled from `epsilon` until at most
+/// `max_points` remain; returns the polygon and the tolerance that made it.
+fn simplify_within(contour: &[[i32; 2]], max_points: usize, epsilon: f32) -> (Vec<[i32; 2]>, f32) {
+    let mut epsilon = epsilon;
+    let mut poly = simplify_polygon(contour, epsilon);
     while poly.len() > max_points.max(3) && epsilon < 1e6 {
         epsilon *= 2.0;
-        poly = simplify_polygon(&contour, epsilon);
+        poly = simplify_polygon(contour, epsilon);
     }
-    poly
+    (poly, epsilon)
 }
 
 /// Fills a polygon (even-odd rule on pixel centres) into a mask: the inverse used by tests
@@ -469,19 +539,11 @@ pub fn to_instance_mask(
     let bbox = mask.bounding_box().ok_or(MaskWireError::Empty)?;
     let (bw, bh) = ((bbox.x2 - bbox.x1) as usize, (bbox.y2 - bbox.y1) as usize);
     let rle = || rle_of(mask, bbox.x1 as usize, bbox.y1 as usize, bw, bh);
-    let polygon = || -> Result<MaskShape, MaskWireError> {
-        let mut points = heapless::Vec::new();
-        for p in polygon_within(mask, max_polygon_points.min(MAX_POLYGON_POINTS)) {
-            let pt = [
-                i16::try_from(p[0]).map_err(|_| MaskWireError::TooLarge)?,
-                i16::try_from(p[1]).map_err(|_| MaskWireError::TooLarge)?,
-            ];
-            // The budget loop guarantees the length; a full Vec would only mean a bug upstream.
-            if points.push(pt).is_err() {
-                break;
-            }
-        }
-        Ok(MaskShape::Polygon { points })
+    let polygon = || {
+        polygon_shape(&polygon_within(
+            mask,
+            max_polygon_points.min(MAX_POLYGON_POINTS),
+        ))
     };
     let rle_shape = |runs: Vec<u32>| -> Result<MaskShape, MaskWireError> {
         let n = runs.len();
@@ -514,6 +576,21 @@ pub fn to_instance_mask(
         bbox,
         shape,
     })
+}
+
+fn polygon_shape(polygon: &[[i32; 2]]) -> Result<MaskShape, MaskWireError> {
+    let mut points = heapless::Vec::new();
+    for p in polygon {
+        let pt = [
+            i16::try_from(p[0]).map_err(|_| MaskWireError::TooLarge)?,
+            i16::try_from(p[1]).map_err(|_| MaskWireError::TooLarge)?,
+        ];
+        // The budget loop guarantees the length; a full Vec would only mean a bug upstream.
+        if points.push(pt).is_err() {
+            break;
+        }
+    }
+    Ok(MaskShape::Polygon { points })
 }
 
 /// Bytes of the serial frame (COBS + CRC + delimiter) that would carry `mask`, with a
@@ -550,17 +627,21 @@ pub fn fit_instance_mask(
             return Some(m);
         }
     }
-    let mut points = MAX_POLYGON_POINTS;
+    // The outline is traced once; each smaller budget goes on simplifying from the tolerance
+    // the previous one reached.
+    let bbox = mask.bounding_box()?;
+    let contour = largest_contour(mask);
+    let (mut points, mut epsilon) = (MAX_POLYGON_POINTS, 0.5f32);
     while points >= 4 {
-        let m = to_instance_mask(
-            mask,
+        let (polygon, reached) = simplify_within(&contour, points, epsilon);
+        epsilon = reached;
+        let m = InstanceMask {
             object_id,
             class_id,
-            score,
-            MaskEncoding::Polygon,
-            points,
-        )
-        .ok()?;
+            score: Score::from_f32(score),
+            bbox,
+            shape: polygon_shape(&polygon).ok()?,
+        };
         if fits(&m) {
             return Some(m);
         }
@@ -603,6 +684,87 @@ pub fn from_instance_mask(mask: &InstanceMask, width: usize, height: usize) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pixel-by-pixel flood fill: the slow, obvious way to find the largest 8-connected
+    /// component (first in raster order among equals), as an oracle for the run-based one.
+    fn largest_component_by_flood_fill(mask: &Mask) -> Option<(Vec<bool>, (usize, usize))> {
+        let (w, h) = (mask.width, mask.height);
+        let mut label = vec![0u32; w * h];
+        let (mut best, mut best_area, mut best_start) = (0u32, 0usize, (0, 0));
+        let mut next = 0;
+        for start in 0..w * h {
+            if !mask.pixels[start] || label[start] != 0 {
+                continue;
+            }
+            next += 1;
+            let (mut area, mut stack) = (0, vec![start]);
+            label[start] = next;
+            while let Some(i) = stack.pop() {
+                area += 1;
+                let (x, y) = ((i % w) as i64, (i / w) as i64);
+                for (dx, dy) in (-1..=1).flat_map(|dx| (-1..=1).map(move |dy| (dx, dy))) {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx >= 0 && ny >= 0 && nx < w as i64 && ny < h as i64 {
+                        let j = ny as usize * w + nx as usize;
+                        if mask.pixels[j] && label[j] == 0 {
+                            label[j] = next;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            if area > best_area {
+                (best, best_area, best_start) = (next, area, (start % w, start / w));
+            }
+        }
+        (best_area > 0).then(|| (label.iter().map(|&l| l == best).collect(), best_start))
+    }
+
+    #[test]
+    fn run_labelling_finds_the_same_component_as_a_flood_fill() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (case, density) in [0.2f32, 0.45, 0.55, 0.7, 0.95]
+            .iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            let (w, h) = (7 + case % 23, 5 + (case * 7) % 31);
+            let pixels: Vec<bool> = (0..w * h).map(|_| noise() < *density).collect();
+            let mask = Mask {
+                width: w,
+                height: h,
+                pixels,
+            };
+            let want = largest_component_by_flood_fill(&mask);
+            let got = largest_component(&mask);
+            match (want, got) {
+                (None, None) => {}
+                (Some((pixels, first)), Some(c)) => {
+                    assert_eq!(c.first, first, "case {case}");
+                    for y in 0..h {
+                        for x in 0..w {
+                            assert_eq!(
+                                c.contains(x as i64, y as i64),
+                                pixels[y * w + x],
+                                "case {case} at ({x}, {y})"
+                            );
+                        }
+                    }
+                    assert!(
+                        !c.contains(-1, 0) && !c.contains(w as i64, 0) && !c.contains(0, h as i64)
+                    );
+                }
+                (want, got) => panic!("case {case}: {:?} vs {:?}", want.is_some(), got.is_some()),
+            }
+        }
+    }
 
     fn disc(w: usize, h: usize, cx: f32, cy: f32, r: f32) -> Mask {
         let pixels = (0..w * h)

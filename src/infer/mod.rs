@@ -56,6 +56,11 @@ pub enum Precision {
     /// Half precision: native on ARMv8.2+ cores with FP16 arithmetic (Raspberry Pi 5's
     /// Cortex-A76, Jetson Orin's A78AE); elsewhere tract emulates it, slowly.
     F16,
+    /// A quantized model file (QuantizeLinear/DequantizeLinear, made by `quantize/int8`),
+    /// loaded in place of the fp32 one. tract 0.23 folds the weights' dequantization into
+    /// constants and runs the convolutions in f32 on int8-rounded values: int8 accuracy, not
+    /// int8 speed (quantize/README.md has the measurements).
+    Int8,
 }
 
 impl Precision {
@@ -63,6 +68,7 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::F16 => "f16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -70,8 +76,10 @@ impl Precision {
         match s.trim().to_ascii_lowercase().as_str() {
             "fp32" | "f32" => Ok(Precision::Fp32),
             "f16" | "fp16" => Ok(Precision::F16),
-            "int8" => Err("int8 runs from a quantized model file (quantize/): give its path with --model, at fp32".into()),
-            other => Err(format!("unknown precision '{other}': use fp32 or f16")),
+            "int8" | "i8" => Ok(Precision::Int8),
+            other => Err(format!(
+                "unknown precision '{other}': use fp32, f16 or int8"
+            )),
         }
     }
 }
@@ -134,6 +142,16 @@ impl Engine {
             .with_ignore_value_info(true)
             .model_for_read(&mut &bytes[..])
             .map_err(invalid)?;
+        let quantized = is_quantized(&model);
+        if options.precision == Precision::Int8 && !quantized {
+            return Err(ModelError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "int8 was asked for but this file has no quantization nodes \
+                         (QuantizeLinear/DequantizeLinear): make the int8 file with \
+                         `quantize/int8 yolo11n`, or run this one at fp32"
+                    .into(),
+            });
+        }
         if model.input_outlets().map_err(invalid)?.len() != 1 {
             return Err(ModelError::Unsupported {
                 path: path.to_path_buf(),
@@ -164,12 +182,17 @@ impl Engine {
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
         let (plan, state) = runnable(typed, options).map_err(shape_err)?;
+        // Report what runs: a quantized file given as the model at fp32 still runs int8.
+        let precision = match options.precision {
+            Precision::Fp32 if quantized => Precision::Int8,
+            p => p,
+        };
         Ok(Engine {
             path: path.to_path_buf(),
             plan,
             state,
             input_shape: input_shape.to_vec(),
-            precision: options.precision,
+            precision,
         })
     }
 
@@ -290,7 +313,7 @@ impl Engine {
             reason: first_line(&e),
         };
         let input = match self.precision {
-            Precision::Fp32 => input,
+            Precision::Fp32 | Precision::Int8 => input,
             Precision::F16 => input.cast_to::<f16>().map_err(run_err)?.into_owned(),
         };
         let outputs = self.state.run(tvec!(input.into())).map_err(run_err)?;
@@ -329,7 +352,7 @@ impl Engine {
             out
         };
         let input = match self.precision {
-            Precision::Fp32 => input,
+            Precision::Fp32 | Precision::Int8 => input,
             Precision::F16 => input
                 .cast_to::<f16>()
                 .map_err(|e| ModelError::Run {
@@ -371,6 +394,25 @@ impl Engine {
         }
         ops
     }
+}
+
+/// ONNX operators that only a quantized model contains (QDQ, QOperator or dynamic format).
+const QUANTIZATION_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+];
+
+/// Whether the model as read holds quantization operators.
+fn is_quantized(model: &InferenceModel) -> bool {
+    model
+        .nodes()
+        .iter()
+        .any(|n| QUANTIZATION_OPS.contains(&n.op.name().as_ref()))
 }
 
 /// Optimises `typed` and builds its plan and run state with the executor `options` ask for.

@@ -3,7 +3,7 @@
 //! through the network in fixed-size batches, and returned with class, score (softmax) and
 //! their 3D box; [`lidar_objects_body`] turns them into the wire's `LidarObjects` message.
 
-use super::{read_model_file, Engine, EngineOptions, ModelError};
+use super::{read_model_file, Engine, EngineOptions, ModelError, Precision};
 use crate::manifest::{locate, Manifest, PointModelEntry};
 use lookout_lidar::process::{sample_normalised, Box3, Cluster};
 use lookout_wire::{Body, LidarObject, LidarObjects, Score, MAX_LIDAR_OBJECTS};
@@ -36,16 +36,38 @@ impl PointModelChoice {
         }
         let path = PathBuf::from(spec);
         let known = path.file_name().and_then(|f| f.to_str()).and_then(|f| {
+            // The int8 variant shares its parent's classes and input.
+            let parent = f.strip_suffix("_int8.onnx").map(|s| format!("{s}.onnx"));
             manifest
                 .point_models
                 .iter()
-                .find(|(_, e)| e.file == f)
+                .find(|(_, e)| e.file == f || parent.as_deref() == Some(e.file.as_str()))
                 .map(|(n, e)| (n.clone(), e.clone()))
         });
         PointModelChoice {
             path,
             name: known.as_ref().map(|(n, _)| n.clone()),
             entry: known.map(|(_, e)| e),
+            verify_sha256: false,
+        }
+    }
+
+    /// The file to load at `precision`: for int8, `<stem>_int8.onnx` beside the fp32 file
+    /// (made and committed by `quantize/int8 pointnet` for the built-in model).
+    pub fn for_precision(&self, precision: Precision) -> PointModelChoice {
+        let name = self.path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        if precision != Precision::Int8 || name.ends_with("_int8.onnx") {
+            return self.clone();
+        }
+        let stem = self
+            .path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model");
+        PointModelChoice {
+            path: self.path.with_file_name(format!("{stem}_int8.onnx")),
+            name: self.name.clone(),
+            entry: self.entry.clone(),
             verify_sha256: false,
         }
     }
@@ -80,6 +102,7 @@ impl PointNetClassifier {
         points: Option<usize>,
         options: &EngineOptions,
     ) -> Result<PointNetClassifier, ModelError> {
+        let choice = &choice.for_precision(options.precision);
         let expected = choice
             .entry
             .as_ref()
@@ -90,6 +113,9 @@ impl PointNetClassifier {
             Some(_) if choice.verify_sha256 => {
                 "it is committed under models/: restore it with `git checkout models/`, or \
                  regenerate it with quantize/pointnet/train.py"
+            }
+            _ if options.precision == Precision::Int8 => {
+                "make it with `quantize/int8 pointnet` (quantize/README.md)"
             }
             _ => "check the --model path",
         };

@@ -394,7 +394,7 @@ impl SamSegmenter {
 
 /// Board config `[segmenter]`: `lookout detect`'s MobileSAM masks for detections. Anything
 /// unset falls back to the command line or the built-in defaults.
-#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SegmenterSection {
     /// Segment detections without `--segment` on the command line.
@@ -409,6 +409,12 @@ pub struct SegmenterSection {
     pub budget_ms: Option<f64>,
     /// Largest serial frame for one mask, bytes.
     pub mask_frame_bytes: Option<usize>,
+    /// `lookout run`: at most one segmented frame per this many seconds (default 0: as often
+    /// as the segmenter keeps up; it always takes the newest frame and never delays the
+    /// detector).
+    pub interval_s: Option<f64>,
+    /// `lookout run`: MobileSAM compute threads (default 1, so the detector keeps the rest).
+    pub threads: Option<usize>,
 }
 
 impl SegmenterSection {
@@ -419,6 +425,15 @@ impl SegmenterSection {
         }
         if let Some(b) = self.budget_ms.filter(|b| b.is_nan() || *b <= 0.0) {
             return Err(("segmenter.budget_ms", format!("is {b}; it must be above 0")));
+        }
+        if let Some(s) = self.interval_s.filter(|s| !(*s >= 0.0 && *s <= 3600.0)) {
+            return Err((
+                "segmenter.interval_s",
+                format!("is {s}; use 0 (as often as it keeps up) to 3600 seconds"),
+            ));
+        }
+        if self.threads == Some(0) {
+            return Err(("segmenter.threads", "must be at least 1".into()));
         }
         if let Some(n) = self.mask_frame_bytes.filter(|n| *n < 32) {
             return Err((

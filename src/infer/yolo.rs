@@ -1,7 +1,7 @@
 //! YOLO11 detector adapter: letterbox a frame, run the network, decode the head and map boxes
 //! back onto the frame. Holds its buffers so steady-state frames allocate little.
 
-use super::{read_model_file, Engine, EngineOptions, ModelError, OpTime};
+use super::{read_model_file, Engine, EngineOptions, ModelError, OpTime, Precision};
 use crate::decode::yolo::{anchor_count, decode_head, head_from_dfl, DecodeParams};
 use crate::decode::Detection;
 use crate::manifest::{locate, Manifest, ModelEntry};
@@ -25,6 +25,8 @@ pub struct ModelChoice {
     /// Verify the file's sha256 against the manifest (only for models resolved by name: a
     /// user's own export at a path is theirs to vouch for).
     pub verify_sha256: bool,
+    /// What to tell the user when the file is missing (`None`: the default advice).
+    pub missing_fix: Option<String>,
 }
 
 impl ModelChoice {
@@ -37,6 +39,7 @@ impl ModelChoice {
                 name: Some(spec.to_string()),
                 entry: Some(entry.clone()),
                 verify_sha256: true,
+                missing_fix: None,
             };
         }
         let path = PathBuf::from(spec);
@@ -50,10 +53,65 @@ impl ModelChoice {
             name: known.as_ref().map(|(n, _)| n.clone()),
             entry: known.map(|(_, e)| e),
             verify_sha256: false,
+            missing_fix: None,
+        }
+    }
+
+    /// The file to load at `precision`. For int8 that is the quantized variant: the manifest's
+    /// `int8.file` for a known model, else `<stem>_int8.onnx` beside the fp32 file. A path that
+    /// already names an `_int8.onnx` file is kept as it is.
+    pub fn for_precision(&self, precision: Precision) -> ModelChoice {
+        let is_int8_file = self
+            .path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .is_some_and(|f| f.ends_with("_int8.onnx"));
+        if precision != Precision::Int8 || is_int8_file {
+            return self.clone();
+        }
+        let parent = self.path.display().to_string();
+        let variant = self.entry.as_ref().and_then(|e| e.int8.as_ref());
+        let (path, fix) = match variant {
+            Some(q) => (
+                if self.verify_sha256 {
+                    locate(&q.file)
+                } else {
+                    self.path.with_file_name(&q.file)
+                },
+                format!(
+                    "make it with `{}` (it quantizes {parent}; see quantize/README.md)",
+                    q.command
+                ),
+            ),
+            None => {
+                let stem = self
+                    .path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("model");
+                (
+                    self.path.with_file_name(format!("{stem}_int8.onnx")),
+                    format!(
+                        "quantize {parent} as quantize/README.md describes and save it there, \
+                         or give the quantized file with --model"
+                    ),
+                )
+            }
+        };
+        ModelChoice {
+            path,
+            name: self.name.clone(),
+            entry: self.entry.clone(),
+            // Made on the user's machine: there is no fixed sha256 to check.
+            verify_sha256: false,
+            missing_fix: Some(fix),
         }
     }
 
     fn fix_if_missing(&self) -> String {
+        if let Some(fix) = &self.missing_fix {
+            return fix.clone();
+        }
         match (&self.name, self.verify_sha256) {
             (Some(name), true) => format!("run `models/fetch {name}`"),
             _ => "check the --model path, or give a manifest name such as yolo11n".into(),
@@ -150,12 +208,14 @@ pub fn check_input_size(width: u32, height: u32, stride: u32) -> Result<(), Stri
 }
 
 impl YoloDetector {
-    /// Loads the model for a `width`×`height` input (the manifest's default when `None`).
+    /// Loads the model for a `width`×`height` input (the manifest's default when `None`). At
+    /// int8 the quantized variant of `choice` is loaded ([`ModelChoice::for_precision`]).
     pub fn load(
         choice: ModelChoice,
         input_size: Option<(u32, u32)>,
         options: &EngineOptions,
     ) -> Result<YoloDetector, ModelError> {
+        let choice = choice.for_precision(options.precision);
         let entry = choice.entry.as_ref();
         let stride = entry.map_or(32, |e| e.input.stride);
         let (input_w, input_h) = input_size
@@ -223,9 +283,10 @@ impl YoloDetector {
             }
         };
         log::info!(
-            "{}: head layout {:?}",
+            "{}: head layout {:?}, precision {}",
             self.choice.path.display(),
-            self.layout
+            self.layout,
+            self.engine.precision().name()
         );
         if self.class_names.is_empty() {
             self.class_names = (0..classes).map(|c| format!("class{c}")).collect();
@@ -363,5 +424,31 @@ impl YoloDetector {
                 decode: t3 - t2,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_precision_picks_the_quantized_variant_of_a_model() {
+        let named = ModelChoice::resolve("yolo11n").for_precision(Precision::Int8);
+        assert!(named.path.ends_with("yolo11n_int8.onnx"), "{named:?}");
+        assert_eq!(named.name.as_deref(), Some("yolo11n"));
+        assert!(!named.verify_sha256);
+        assert!(named.fix_if_missing().contains("quantize/int8 yolo11n"));
+
+        let by_path = ModelChoice::resolve("/data/models/mine.onnx").for_precision(Precision::Int8);
+        assert_eq!(by_path.path, Path::new("/data/models/mine_int8.onnx"));
+        assert!(by_path.fix_if_missing().contains("quantize/README.md"));
+
+        // An int8 file given directly is kept, and still known by its manifest name.
+        let direct = ModelChoice::resolve("/x/yolo11n_int8.onnx").for_precision(Precision::Int8);
+        assert_eq!(direct.path, Path::new("/x/yolo11n_int8.onnx"));
+        assert_eq!(direct.name.as_deref(), Some("yolo11n"));
+
+        let fp32 = ModelChoice::resolve("yolo11n").for_precision(Precision::Fp32);
+        assert!(fp32.path.ends_with("yolo11n.onnx") && fp32.verify_sha256);
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// `[camera]`: which V4L2 device to open and what to ask it for.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CameraSection {
     /// Device node; prefer a stable `/dev/v4l/by-id/...` link, which survives replugging into
@@ -91,7 +91,7 @@ impl CameraSection {
 }
 
 /// `[replay]`: frames from files, so a pipeline runs on any host.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySection {
     /// An image file, a directory of images, or a raw recording (`.lkraw`, written by

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Board config `[lidar]`: a live sensor and what to run on its scans.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LidarSection {
     /// `velodyne` (the only live sensor kind so far).
@@ -25,6 +25,23 @@ pub struct LidarSection {
     pub silence_timeout_ms: Option<u64>,
     /// Point classifier: a manifest name or a path to an `.onnx` file.
     pub classifier: Option<String>,
+    /// A pcap capture of Velodyne packets to replay instead of a live sensor; `lookout run`
+    /// replays it at its recorded pace. Relative paths are taken from the working directory.
+    pub replay: Option<PathBuf>,
+    /// UDP port of the data packets in the `replay` capture (default 2368).
+    pub port: Option<u16>,
+    /// PointNet compute threads in `lookout run` (default 1: the detector keeps the others).
+    pub threads: Option<usize>,
+    /// Clusters per PointNet batch (default 8).
+    pub batch: Option<usize>,
+    /// Ignore points farther than this, metres (default 40).
+    pub max_range_m: Option<f32>,
+    /// Voxel edge for down-sampling, metres (default 0.05; 0 = off).
+    pub voxel_m: Option<f32>,
+    /// Points closer than this join one cluster, metres (default 0.5).
+    pub cluster_tolerance_m: Option<f32>,
+    /// Smallest cluster reported, points (default 10).
+    pub min_points: Option<usize>,
 }
 
 impl LidarSection {
@@ -50,7 +67,73 @@ impl LidarSection {
         if self.silence_timeout_ms.is_some_and(|t| t < 10) {
             return Err(("lidar.silence_timeout_ms", "must be at least 10".into()));
         }
+        if self.address.is_some() && self.replay.is_some() {
+            return Err((
+                "lidar.replay",
+                "and lidar.address are both set: keep address for a live sensor or replay for a capture".into(),
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(("lidar.port", "must be 1-65535".into()));
+        }
+        for (key, v) in [("lidar.threads", self.threads), ("lidar.batch", self.batch)] {
+            if v == Some(0) {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        for (key, v, min) in [
+            ("lidar.max_range_m", self.max_range_m, 0.1),
+            ("lidar.voxel_m", self.voxel_m, 0.0),
+            ("lidar.cluster_tolerance_m", self.cluster_tolerance_m, 0.01),
+        ] {
+            if let Some(v) = v.filter(|v| !(*v >= min && *v <= 1000.0)) {
+                return Err((key, format!("is {v}; use {min} to 1000 metres")));
+            }
+        }
+        if self.min_points == Some(0) {
+            return Err(("lidar.min_points", "must be at least 1".into()));
+        }
         Ok(())
+    }
+
+    /// The scan processing settings, defaults filled in.
+    pub fn segment_params(&self) -> lookout_lidar::process::SegmentParams {
+        let mut params = lookout_lidar::process::SegmentParams::default();
+        if let Some(v) = self.max_range_m {
+            params.crop.max_range_m = v;
+        }
+        if let Some(v) = self.voxel_m {
+            params.voxel_m = v;
+        }
+        if let Some(v) = self.cluster_tolerance_m {
+            params.cluster.tolerance_m = v;
+        }
+        if let Some(v) = self.min_points {
+            params.cluster.min_points = v;
+        }
+        params
+    }
+
+    /// The source this section names: the `replay` capture or the live sensor at `address`.
+    /// `None` when it names neither.
+    pub fn input(&self) -> Option<LidarInput> {
+        // Validated by `validate`.
+        let model = parse_model(self.model.as_deref().unwrap_or("auto")).ok()?;
+        if let Some(path) = &self.replay {
+            return Some(LidarInput::Pcap {
+                path: path.clone(),
+                model,
+                port: Some(self.port.unwrap_or(2368)),
+                cut: CutAzimuth::FirstPacket,
+            });
+        }
+        let address = self.address.as_ref()?.parse().ok()?;
+        Some(LidarInput::Udp {
+            address,
+            model,
+            cut: CutAzimuth::FirstPacket,
+            silence_timeout: Duration::from_millis(self.silence_timeout_ms.unwrap_or(1000)),
+        })
     }
 }
 
@@ -136,7 +219,7 @@ fn read_file(path: &Path) -> Result<PointCloud, SourceError> {
 }
 
 /// Opens the source.
-pub fn open(input: &LidarInput) -> Result<Box<dyn PointCloudSource>, SourceError> {
+pub fn open(input: &LidarInput) -> Result<Box<dyn PointCloudSource + Send>, SourceError> {
     Ok(match input {
         LidarInput::Pcap {
             path,
@@ -172,7 +255,7 @@ fn open_rplidar(
     device: &str,
     baud: u32,
     silence_timeout: Duration,
-) -> Result<Box<dyn PointCloudSource>, SourceError> {
+) -> Result<Box<dyn PointCloudSource + Send>, SourceError> {
     use lookout_lidar::rplidar::Rplidar;
     let failed = |e: lookout_lidar::rplidar::RplidarError| SourceError::Io {
         what: format!("RPLIDAR on {device}"),
@@ -202,7 +285,7 @@ fn open_rplidar(
     device: &str,
     _baud: u32,
     _silence_timeout: Duration,
-) -> Result<Box<dyn PointCloudSource>, SourceError> {
+) -> Result<Box<dyn PointCloudSource + Send>, SourceError> {
     Err(SourceError::Open {
         path: device.into(),
         source: std::io::Error::other(
@@ -235,6 +318,12 @@ mod tests {
                 "[lidar]\nsilence_timeout_ms = 1\n",
                 "lidar.silence_timeout_ms",
             ),
+            ("[lidar]\nthreads = 0\n", "lidar.threads"),
+            ("[lidar]\nvoxel_m = -1.0\n", "lidar.voxel_m"),
+            (
+                "[lidar]\naddress = \"0.0.0.0:2368\"\nreplay = \"a.pcap\"\n",
+                "lidar.replay",
+            ),
         ] {
             let err = BoardConfig::parse(Path::new("robot.toml"), text).expect_err(text);
             let message = err.to_string();
@@ -243,8 +332,8 @@ mod tests {
                 "{message}"
             );
         }
-        let err = BoardConfig::parse(Path::new("robot.toml"), "[lidar]\nport = 1\n")
+        let err = BoardConfig::parse(Path::new("robot.toml"), "[lidar]\nprot = 1\n")
             .expect_err("unknown key");
-        assert!(err.to_string().contains("port"), "{err}");
+        assert!(err.to_string().contains("prot"), "{err}");
     }
 }

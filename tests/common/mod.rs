@@ -98,3 +98,22 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Path of the int8 YOLO11n, made from the fetched fp32 model by the project's own command
+/// (`quantize/int8 yolo11n`: calibrate, quantize, verify) on first use. It is derived from
+/// AGPL weights, so it is never committed; a failure to make it fails the test.
+pub fn yolo11n_int8() -> PathBuf {
+    static MAKE: Once = Once::new();
+    yolo11n();
+    MAKE.call_once(|| {
+        let status = Command::new(root().join("quantize/int8"))
+            .arg("yolo11n")
+            .status()
+            .expect("cannot run quantize/int8");
+        assert!(
+            status.success(),
+            "quantize/int8 yolo11n failed: the int8 tests need models/yolo11n_int8.onnx"
+        );
+    });
+    root().join("models/yolo11n_int8.onnx")
+}
