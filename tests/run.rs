@@ -231,7 +231,7 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
     let broker = Broker::start("run-branches", BrokerOptions::default());
     let received = subscribe(broker.port, "lookout/14/#");
     let run_for = 3.0;
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
         .arg("--replay")

@@ -512,7 +512,7 @@ fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug
     )
     .unwrap();
     let jpeg = jpeg_fixture();
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::target_command(env!("CARGO_BIN_EXE_lookout"), Some(shim()))
         .args([
             "run",
             "--config",
@@ -521,7 +521,6 @@ fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug
             "4",
         ])
         .current_dir(common::root())
-        .env("LD_PRELOAD", shim())
         .env("LOOKOUT_SHIM_JPEG", &jpeg)
         .env("LOOKOUT_SHIM_DISCONNECT_AFTER", "30")
         .env("LOOKOUT_SHIM_OFFLINE_MS", "400")
