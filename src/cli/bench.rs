@@ -249,8 +249,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .iter()
                     .flat_map(|t| precisions.iter().map(move |p| (t, p)))
                 {
-                    let r =
-                        lookout::bench::run_sam(&prefix, p, t, args.iters, duration, &frames)?;
+                    let r = lookout::bench::run_sam(&prefix, p, t, args.iters, duration, &frames)?;
                     print_model_bench(&r, args.json)?;
                 }
                 continue;

@@ -112,7 +112,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
         let precision = resolved.segmenter.precision.unwrap_or_default();
         let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
         let fix = if precision == Precision::Int8 {
-            format!("make the int8 pair with `quantize/int8 mobilesam {prefix}` (quantize/README.md)")
+            format!(
+                "make the int8 pair with `quantize/int8 mobilesam {prefix}` (quantize/README.md)"
+            )
         } else {
             "export MobileSAM with quantize/export_mobilesam.py (see README)".to_string()
         };

@@ -135,7 +135,10 @@ impl SamModelPaths {
             return self.clone();
         }
         let int8 = |path: &Path, part: &str| -> PathBuf {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let suffix = format!("_{part}.onnx");
             if name.ends_with(&format!("_int8{suffix}")) || name.ends_with("_int8.onnx") {
                 path.to_path_buf()
@@ -793,6 +796,27 @@ pub fn select_and_upscale(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_precision_picks_the_quantized_pair_beside_the_prefix() {
+        let fp32 = SamModelPaths::from_prefix("models/mobilesam_seeded");
+        let int8 = fp32.for_precision(Precision::Int8);
+        assert_eq!(
+            int8.encoder,
+            Path::new("models/mobilesam_seeded_int8_encoder.onnx")
+        );
+        assert_eq!(
+            int8.decoder,
+            Path::new("models/mobilesam_seeded_int8_decoder.onnx")
+        );
+        assert_eq!(int8.fp32_prefix(), "models/mobilesam_seeded");
+        // An int8 pair given as the prefix is kept; fp32 and f16 load the files as named.
+        let again = int8.for_precision(Precision::Int8);
+        assert_eq!(again.encoder, int8.encoder);
+        assert_eq!(again.decoder, int8.decoder);
+        let f16 = fp32.for_precision(Precision::F16);
+        assert_eq!(f16.encoder, fp32.encoder);
+    }
 
     fn geometry() -> SamGeometry {
         SamGeometry::new(640, 480).unwrap()
