@@ -185,9 +185,11 @@ def print_sam(prefix, rows, dependence, tract):
     corr = [p["logit_corr"] for r in rows for p in r["prompts"]]
     on = [p["on_fraction"] for r in rows for p in r["prompts"]]
     std = [p["logit_std"] for r in rows for p in r["prompts"]]
-    print(f"\n### MobileSAM int8 vs fp32: `{prefix}` (encoder int8, decoder fp32)\n")
+    shown = pathlib.Path(prefix).resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    print(f"\n### MobileSAM int8 vs fp32: `{shown}` (encoder int8, decoder fp32)\n")
     print(f"{len(rows)} held-out photos x {len(rows[0]['prompts'])} prompts. **Mask IoU mean "
-          f"{np.mean(ious):.3f}, min {min(ious):.3f}**; mask logit correlation min {min(corr):.4f}; "
+          f"{np.mean(ious):.3f}, min {min(ious):.3f}**; mask logit correlation min {min(corr):.5f}; "
           f"embedding relative RMS error max {max(r['embedding_rel_rms'] for r in rows):.4f}.\n")
     print(f"Degeneracy check (fp32): masks cover {min(on):.2f}-{max(on):.2f} of the 256x256 grid "
           f"(neither all-off nor all-on), but their logits are small (std {min(std):.3f}-{max(std):.3f}: "
@@ -202,7 +204,7 @@ def print_sam(prefix, rows, dependence, tract):
         t = tract.get(r["image"])
         print(f"| {r['image']} | {r['embedding_rel_rms']:.4f} | {r['embedding_max_abs']:.3f} "
               f"| {np.mean([p['iou'] for p in ps]):.3f} | {min(p['iou'] for p in ps):.3f} "
-              f"| {min(p['logit_corr'] for p in ps):.4f} | {max(p['logit_max_abs'] for p in ps):.3f} "
+              f"| {min(p['logit_corr'] for p in ps):.5f} | {max(p['logit_max_abs'] for p in ps):.3f} "
               f"| {f'{t[0]:.3f}' if t else '-'} |")
     if tract:
         ran = sorted({t[1] for t in tract.values()})
