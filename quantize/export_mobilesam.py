@@ -185,22 +185,6 @@ def export(torch, sam, out_dir, name, opset):
     return enc_path, dec_path
 
 
-def quantize_int8(enc_path, dec_path, out_dir, name):
-    """Dynamic int8: weights of MatMul/Gemm stored as int8, activations quantised at run
-    time. Only products with a constant weight are quantised (`MatMulConstBOnly`): attention's
-    activation-by-activation products, softmax included, stay fp32 (DESIGN.md: tract returns
-    all ones for a softmax followed by a uint8 quantisation). Convolutions stay fp32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    out = []
-    for part, src in (("encoder", enc_path), ("decoder", dec_path)):
-        dst = os.path.join(out_dir, f"{name}_int8_{part}.onnx")
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                         extra_options={"MatMulConstBOnly": True})
-        out.append(dst)
-    return out
-
-
 def write_reference(enc_path, dec_path, ref_dir, name):
     """onnxruntime outputs on deterministic inputs, as little-endian f32 files, plus the
     inputs' recipe (tests/sam.rs rebuilds the same inputs)."""
@@ -278,8 +262,6 @@ def main():
     p.add_argument("--name", default=None, help="file name stem (default mobilesam / mobilesam_seeded / mobilesam_tiny)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--reference", help="also write onnxruntime reference outputs into this directory")
-    p.add_argument("--int8", action="store_true",
-                   help="also write STEM_int8_encoder.onnx / STEM_int8_decoder.onnx (dynamic int8 weights)")
     a = p.parse_args()
     if a.tiny and not a.random_weights:
         p.error("--tiny only goes with --random-weights")
@@ -305,9 +287,6 @@ def main():
     enc, dec = export(torch, sam, a.out, name, a.opset)
     for path in (enc, dec):
         print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
-    if a.int8:
-        for path in quantize_int8(enc, dec, a.out, name):
-            print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     if a.reference:
         write_reference(enc, dec, a.reference, name)
         print(f"wrote references to {a.reference}")

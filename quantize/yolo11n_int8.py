@@ -25,7 +25,6 @@ tract performs) against the fp32 parent; every fp32 detection scoring >= 0.5 mus
 same-class int8 detection with IoU >= 0.7, or the script fails.
 """
 import argparse
-import hashlib
 import json
 import pathlib
 import subprocess
@@ -34,7 +33,6 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
 from PIL import Image
@@ -42,6 +40,7 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import photos  # noqa: E402
 import yolo_reference as yr  # noqa: E402
+from qdq import metadata, session, sha256, stamp  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FP32 = ROOT / "models/yolo11n.onnx"
@@ -55,10 +54,6 @@ PERCENTILE = 99.999
 # reported, not refused (the verify step judges the file).
 REFERENCE_SHA256 = "e3cdecc0e304cfa8afbef9c6b46addf1b981fa23c74ae1cf116188a9e805d558"
 SIZE = 640
-
-
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def views(img, rng):
@@ -127,32 +122,13 @@ def quantize(out):
         extra_options={"CalibPercentile": PERCENTILE},
     )
     print(f"yolo11n_int8: quantized in {time.time() - started:.0f} s", file=sys.stderr)
-    q = onnx.load(str(out))
-    meta = {
+    stamp(out, {
         "lookout.precision": "int8",
         "lookout.parent": FP32.name,
         "lookout.parent_sha256": sha256(FP32),
         "lookout.recipe": RECIPE,
         "lookout.calibration": ",".join(c[0] for c in photos.CALIBRATION),
-    }
-    del q.metadata_props[:]
-    for k, v in meta.items():
-        q.metadata_props.add(key=k, value=v)
-    onnx.save(q, str(out))
-
-
-def metadata(path):
-    try:
-        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # noqa: BLE001 - an unreadable file is remade
-        return {}
-
-
-def session(path):
-    opts = ort.SessionOptions()
-    # Execute the QDQ graph as written (no fusion into onnxruntime's integer kernels).
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    })
 
 
 def verify(int8):

@@ -350,6 +350,9 @@ pub struct ModelBench {
     pub model: String,
     /// `segment` (MobileSAM) or `lidar` (PointNet on simulated scans).
     pub kind: &'static str,
+    /// What ran: `fp32`, `int8`, or for MobileSAM `ENCODER/DECODER` when they differ
+    /// (`int8/fp32`).
+    pub precision: String,
     pub threads: usize,
     pub iters: usize,
     pub load_ms: f64,
@@ -377,8 +380,7 @@ fn timed_runs<E>(
 }
 
 fn model_bench(
-    model: String,
-    kind: &'static str,
+    (model, kind, precision): (String, &'static str, String),
     threads: usize,
     (load, first): (Duration, Duration),
     names: &[&str],
@@ -395,6 +397,7 @@ fn model_bench(
     ModelBench {
         model,
         kind,
+        precision,
         threads,
         iters: runs.len(),
         load_ms: load.as_secs_f64() * 1e3,
@@ -413,6 +416,7 @@ fn model_bench(
 /// run, then the decoder with the frame's central box as the prompt.
 pub fn run_sam(
     prefix: &str,
+    precision: Precision,
     threads: usize,
     iters: usize,
     duration: Option<Duration>,
@@ -421,13 +425,13 @@ pub fn run_sam(
     use crate::infer::sam::{Prompt, SamModelPaths, SamSegmenter};
     reset_peak_rss();
     let t0 = Instant::now();
-    let mut sam = SamSegmenter::load(
-        &SamModelPaths {
-            encoder: format!("{prefix}_encoder.onnx").into(),
-            decoder: format!("{prefix}_decoder.onnx").into(),
-        },
-        &EngineOptions::threads(threads),
-    )?;
+    let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
+    let mut sam = SamSegmenter::load(&paths, &EngineOptions { threads, precision })?;
+    let model = paths
+        .encoder
+        .to_string_lossy()
+        .strip_suffix("_encoder.onnx")
+        .map_or_else(|| prefix.to_string(), str::to_string);
     let load = t0.elapsed();
     let blank = RgbImage::from_pixel(640, 480, image::Rgb([114; 3]));
     let photo = |i: usize| photos.get(i % photos.len().max(1)).unwrap_or(&blank);
@@ -450,9 +454,9 @@ pub fn run_sam(
     step(usize::MAX - 1)?;
     let first = t1.elapsed();
     let runs = timed_runs(iters, duration, step)?;
+    let precision = sam.precision_label();
     Ok(model_bench(
-        prefix.to_string(),
-        "segment",
+        (model, "segment", precision),
         threads,
         (load, first),
         &["encoder", "decoder"],
@@ -465,6 +469,7 @@ pub fn run_sam(
 pub fn run_lidar(
     choice: &crate::infer::pointnet::PointModelChoice,
     batch: usize,
+    precision: Precision,
     threads: usize,
     iters: usize,
     duration: Option<Duration>,
@@ -475,7 +480,7 @@ pub fn run_lidar(
     reset_peak_rss();
     let t0 = Instant::now();
     let mut classifier =
-        PointNetClassifier::load(choice, batch, None, &EngineOptions::threads(threads))?;
+        PointNetClassifier::load(choice, batch, None, &EngineOptions { threads, precision })?;
     let load = t0.elapsed();
     let scanner = Scanner::vlp16();
     let scans: Vec<_> = (0..4)
@@ -496,9 +501,10 @@ pub fn run_lidar(
     step(0)?;
     let first = t1.elapsed();
     let runs = timed_runs(iters, duration, step)?;
+    let path = choice.for_precision(precision).path.display().to_string();
+    let ran = classifier.precision().name().to_string();
     Ok(model_bench(
-        choice.path.display().to_string(),
-        "lidar",
+        (path, "lidar", ran),
         threads,
         (load, first),
         &["segment", "classify"],

@@ -16,19 +16,19 @@ optimisations off (it then executes the QDQ graph as written, as tract does). Fa
 """
 
 import argparse
-import hashlib
 import json
 import pathlib
 import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import dataset  # noqa: E402
+from qdq import session, sha256, stamp  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = "qdq-matmul-perchannel-minmax-v1"
@@ -42,12 +42,6 @@ class Reader(CalibrationDataReader):
     def get_next(self):
         b = next(self.batches, None)
         return None if b is None else {"points": b}
-
-
-def session(path):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def logits(path, x):
@@ -81,17 +75,13 @@ def quantize(fp32, out, seed, per_class):
         nodes_to_exclude=keep,
         calibrate_method=CalibrationMethod.MinMax,
     )
-    q = onnx.load(str(out))
-    del q.metadata_props[:]
-    for k, v in {
+    stamp(out, {
         "lookout.precision": "int8",
         "lookout.parent": fp32.name,
-        "lookout.parent_sha256": hashlib.sha256(fp32.read_bytes()).hexdigest(),
+        "lookout.parent_sha256": sha256(fp32),
         "lookout.recipe": RECIPE,
         "lookout.calibration": f"quantize/pointnet/dataset.py make_split(seed={seed}, per_class={per_class})",
-    }.items():
-        q.metadata_props.add(key=k, value=v)
-    onnx.save(q, str(out))
+    })
 
 
 def main():
@@ -117,7 +107,7 @@ def main():
               f"accuracy fp32 {float((a == y).mean()):.3f} int8 {float((b == y).mean()):.3f}")
         failed |= agreement < MIN_AGREEMENT
     print(f"pointnet int8: {int8.name} {int8.stat().st_size} bytes (fp32 {fp32.stat().st_size}), "
-          f"sha256 {hashlib.sha256(int8.read_bytes()).hexdigest()}")
+          f"sha256 {sha256(int8)}")
     if failed:
         sys.exit(f"pointnet int8: top-1 agreement below {MIN_AGREEMENT}")
 

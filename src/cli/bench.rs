@@ -31,7 +31,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     pub input_size: Vec<(u32, u32)>,
     /// Precisions to measure, comma-separated: fp32, f16, int8 (int8 loads the model's
-    /// quantized file, made by `quantize/int8 yolo11n`) [default: the config's, else fp32].
+    /// quantized file, made by `quantize/int8 yolo11n|mobilesam PREFIX|pointnet`) [default:
+    /// the config's, else fp32].
     #[arg(long, value_delimiter = ',', value_parser = Precision::parse)]
     pub precision: Vec<Precision>,
     /// Timed iterations per configuration.
@@ -244,17 +245,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for model_spec in &models {
         match model_kind(model_spec) {
             Kind::Segment(prefix) => {
-                for &t in &threads {
-                    let r = lookout::bench::run_sam(&prefix, t, args.iters, duration, &frames)?;
+                for (&t, &p) in threads
+                    .iter()
+                    .flat_map(|t| precisions.iter().map(move |p| (t, p)))
+                {
+                    let r = lookout::bench::run_sam(&prefix, p, t, args.iters, duration, &frames)?;
                     print_model_bench(&r, args.json)?;
                 }
                 continue;
             }
             Kind::Lidar(choice) => {
-                for &t in &threads {
+                for (&t, &p) in threads
+                    .iter()
+                    .flat_map(|t| precisions.iter().map(move |p| (t, p)))
+                {
                     let r = lookout::bench::run_lidar(
                         &choice,
                         super::DEFAULT_LIDAR_BATCH,
+                        p,
                         t,
                         args.iters,
                         duration,
@@ -333,11 +341,8 @@ enum Kind {
 /// What kind of model `spec` names: MobileSAM by name or by its files, a point classifier by
 /// its manifest task, otherwise a detector.
 fn model_kind(spec: &str) -> Kind {
-    if spec == "mobilesam" {
-        return Kind::Segment(super::DEFAULT_SAM_MODEL.to_string());
-    }
-    if std::path::Path::new(&format!("{spec}_encoder.onnx")).exists() {
-        return Kind::Segment(spec.to_string());
+    if let Some(prefix) = super::sam_prefix(spec) {
+        return Kind::Segment(prefix);
     }
     let points = lookout::infer::pointnet::PointModelChoice::resolve(spec);
     if points.entry.is_some() {
@@ -358,9 +363,10 @@ fn print_model_bench(r: &lookout::bench::ModelBench, json: bool) -> anyhow::Resu
         .map(|(name, p)| format!("{name} p50 {:.1} p99 {:.1}", p.p50, p.p99))
         .collect();
     println!(
-        "{} ({}), {} thr: load {:.0} ms, first {:.1} ms | {} ms | {:.2} {}/s | peak {:.1} MiB",
+        "{} ({}, {}), {} thr: load {:.0} ms, first {:.1} ms | {} ms | {:.2} {}/s | peak {:.1} MiB",
         r.model,
         r.kind,
+        r.precision,
         r.threads,
         r.load_ms,
         r.first_ms,

@@ -15,7 +15,7 @@ use lookout::decode::yolo::DecodeParams;
 use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
 use lookout::infer::sam::{SamModelPaths, SamSegmenter};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
-use lookout::infer::EngineOptions;
+use lookout::infer::{EngineOptions, Precision};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -109,16 +109,31 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
     }
     if board.segmenter.enabled == Some(true) {
         let prefix = resolved.segmenter.model.as_deref().unwrap_or_default();
-        let paths = SamModelPaths {
-            encoder: PathBuf::from(format!("{prefix}_encoder.onnx")),
-            decoder: PathBuf::from(format!("{prefix}_decoder.onnx")),
+        let precision = resolved.segmenter.precision.unwrap_or_default();
+        let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
+        let fix = if precision == Precision::Int8 {
+            format!(
+                "make the int8 pair with `quantize/int8 mobilesam {prefix}` (quantize/README.md)"
+            )
+        } else {
+            "export MobileSAM with quantize/export_mobilesam.py (see README)".to_string()
         };
-        let fix = "export MobileSAM with quantize/export_mobilesam.py (see README)";
-        problems.file("segmenter.model", &paths.encoder, fix);
-        problems.file("segmenter.model", &paths.decoder, fix);
+        problems.file("segmenter.model", &paths.encoder, &fix);
+        problems.file("segmenter.model", &paths.decoder, &fix);
         if !args.no_load && paths.encoder.exists() && paths.decoder.exists() {
-            if let Err(e) = SamSegmenter::load(&paths, &EngineOptions::threads(1)) {
-                problems.add(format!("segmenter.model: {e}"));
+            let options = EngineOptions {
+                threads: 1,
+                precision,
+            };
+            match SamSegmenter::load(&paths, &options) {
+                Ok(sam) => facts.push(format!(
+                    "segmenter: encoder {} ({}), decoder {} ({})",
+                    paths.encoder.display(),
+                    sam.precision().name(),
+                    paths.decoder.display(),
+                    sam.decoder_precision().name()
+                )),
+                Err(e) => problems.add(format!("segmenter.model: {e}")),
             }
         }
     }
@@ -181,6 +196,7 @@ fn resolve(board: &BoardConfig, problems: &mut Problems) -> BoardConfig {
         s.mask_frame_bytes.get_or_insert(DEFAULT_MASK_FRAME_BYTES);
         s.interval_s.get_or_insert(0.0);
         s.threads.get_or_insert(1);
+        s.precision.get_or_insert_with(Default::default);
     }
     if let Some(l) = r.lidar.as_mut() {
         let params = l.segment_params();

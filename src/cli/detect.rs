@@ -329,12 +329,13 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             .as_deref()
             .or(seg_cfg.model.as_deref())
             .unwrap_or(super::DEFAULT_SAM_MODEL);
+        // The segmenter's precision is its own (`segmenter.precision`), not the detector's.
         let sam = lookout::infer::sam::SamSegmenter::load(
-            &lookout::infer::sam::SamModelPaths {
-                encoder: PathBuf::from(format!("{sam_model}_encoder.onnx")),
-                decoder: PathBuf::from(format!("{sam_model}_decoder.onnx")),
+            &lookout::infer::sam::SamModelPaths::from_prefix(sam_model),
+            &EngineOptions {
+                threads,
+                precision: seg_cfg.precision.unwrap_or_default(),
             },
-            &EngineOptions::threads(threads),
         )?;
         let (classes, origin) = match (&o.segment_classes[..], &seg_cfg.classes, &args.config) {
             ([], Some(c), Some(path)) => (

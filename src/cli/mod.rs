@@ -75,6 +75,17 @@ pub const DEFAULT_MODEL: &str = "yolo11n";
 /// MobileSAM's files unless `--sam-model` or `segmenter.model` say otherwise:
 /// `<prefix>_encoder.onnx` and `<prefix>_decoder.onnx`.
 pub const DEFAULT_SAM_MODEL: &str = "models/mobilesam";
+/// The MobileSAM files prefix `spec` names, if it names one: `mobilesam` (the default files)
+/// or a prefix with a `PREFIX_encoder.onnx` beside it.
+pub fn sam_prefix(spec: &str) -> Option<String> {
+    if spec == "mobilesam" {
+        return Some(DEFAULT_SAM_MODEL.to_string());
+    }
+    std::path::Path::new(&format!("{spec}_encoder.onnx"))
+        .exists()
+        .then(|| spec.to_string())
+}
+
 /// Masks per frame, at most, unless configured.
 pub const DEFAULT_MAX_MASKS: usize = 10;
 /// Largest serial frame for one mask, bytes, unless configured.

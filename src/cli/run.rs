@@ -210,11 +210,11 @@ fn segmenter_branch(
     }
     let prefix = s.model.as_deref().unwrap_or(DEFAULT_SAM_MODEL);
     let sam = SamSegmenter::load(
-        &SamModelPaths {
-            encoder: PathBuf::from(format!("{prefix}_encoder.onnx")),
-            decoder: PathBuf::from(format!("{prefix}_decoder.onnx")),
+        &SamModelPaths::from_prefix(prefix),
+        &EngineOptions {
+            threads: s.threads.unwrap_or(1),
+            precision: s.precision.unwrap_or_default(),
         },
-        &EngineOptions::threads(s.threads.unwrap_or(1)),
     )
     .with_context(|| format!("segmenter.model of {}", args.config.display()))?;
     let origin = format!("segmenter.classes of {}", args.config.display());

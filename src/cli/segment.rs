@@ -36,6 +36,10 @@ pub struct SegmentArgs {
     /// Polygon point budget in the JSON output.
     #[arg(long, default_value_t = 64)]
     pub polygon_points: usize,
+    /// Precision: fp32 (default), f16 or int8 (the quantized pair PREFIX_int8_encoder.onnx /
+    /// PREFIX_int8_decoder.onnx, made by `quantize/int8 mobilesam PREFIX`).
+    #[arg(long, value_parser = lookout::infer::Precision::parse, default_value = "fp32")]
+    pub precision: lookout::infer::Precision,
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -156,12 +160,11 @@ fn hue_rgb(hue: f32) -> [u8; 3] {
 
 fn load_model(args: &SegmentArgs) -> anyhow::Result<(SamSegmenter, std::time::Duration)> {
     let started = Instant::now();
-    let paths = SamModelPaths {
-        encoder: PathBuf::from(format!("{}_encoder.onnx", args.model)),
-        decoder: PathBuf::from(format!("{}_decoder.onnx", args.model)),
+    let options = EngineOptions {
+        threads: args.threads.unwrap_or_else(default_threads).max(1),
+        precision: args.precision,
     };
-    let options = EngineOptions::threads(args.threads.unwrap_or_else(default_threads).max(1));
-    let sam = SamSegmenter::load(&paths, &options)?;
+    let sam = SamSegmenter::load(&SamModelPaths::from_prefix(&args.model), &options)?;
     Ok((sam, started.elapsed()))
 }
 
@@ -221,6 +224,9 @@ struct Output<'a> {
     bbox: Option<[u16; 4]>,
     rle_runs: usize,
     polygon: Vec<[i32; 2]>,
+    /// What ran: the encoder's and the decoder's precision (`int8`/`fp32` for an int8 pair
+    /// whose decoder stayed fp32).
+    precision: String,
     ms: Timing,
 }
 
@@ -273,6 +279,7 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<bool> {
         bbox: mask.bounding_box().map(|b| [b.x1, b.y1, b.x2, b.y2]),
         rle_runs: mask.to_rle().len(),
         polygon: polygon_within(mask, args.polygon_points),
+        precision: sam.precision_label(),
         ms: Timing {
             load: ms(load),
             encoder: ms(encoder),

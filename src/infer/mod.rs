@@ -148,7 +148,8 @@ impl Engine {
                 path: path.to_path_buf(),
                 reason: "int8 was asked for but this file has no quantization nodes \
                          (QuantizeLinear/DequantizeLinear): make the int8 file with \
-                         `quantize/int8 yolo11n`, or run this one at fp32"
+                         `quantize/int8` (yolo11n, mobilesam, pointnet; quantize/README.md), \
+                         or run this one at fp32"
                     .into(),
             });
         }
@@ -237,6 +238,7 @@ impl Engine {
         for (i, fact) in input_facts.into_iter().enumerate() {
             model.set_input_fact(i, fact).map_err(shape_err)?;
         }
+        let quantized = is_quantized(&model);
         let typed = model.into_typed().map_err(shape_err)?;
         let (plan, state) = runnable(typed, options).map_err(shape_err)?;
         Ok(Engine {
@@ -244,8 +246,13 @@ impl Engine {
             plan,
             state,
             input_shape: Vec::new(),
-            // Multi-input models (SAM's decoder) run at fp32.
-            precision: Precision::Fp32,
+            // Multi-input models (SAM's decoder) run as their file says: fp32, or int8 when
+            // quantized (no f16 translation).
+            precision: if quantized {
+                Precision::Int8
+            } else {
+                Precision::Fp32
+            },
         })
     }
 

@@ -194,6 +194,11 @@ impl PointNetClassifier {
         })
     }
 
+    /// The precision that runs (a quantized file runs int8 whatever was asked).
+    pub fn precision(&self) -> Precision {
+        self.engine.precision()
+    }
+
     pub fn class_names(&self) -> &[String] {
         &self.classes
     }

@@ -5,7 +5,7 @@
 //! ([`crate::decode::mask`]) because tract cannot run the standard export's run-time-sized
 //! Resize (DESIGN.md). Models come from `quantize/export_mobilesam.py`.
 
-use super::{read_model_file, Engine, EngineOptions, ModelError};
+use super::{read_model_file, Engine, EngineOptions, ModelError, Precision};
 use crate::decode::mask::{upscale_low_res, Mask, SamGeometry, LOW_RES_SIDE, SAM_INPUT_SIDE};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,50 @@ impl SamModelPaths {
             encoder: dir.join(format!("{stem}_encoder.onnx")),
             decoder: dir.join(format!("{stem}_decoder.onnx")),
         }
+    }
+
+    /// `PREFIX_encoder.onnx` and `PREFIX_decoder.onnx`: what a MobileSAM `--model` or
+    /// `segmenter.model` names.
+    pub fn from_prefix(prefix: &str) -> SamModelPaths {
+        SamModelPaths {
+            encoder: PathBuf::from(format!("{prefix}_encoder.onnx")),
+            decoder: PathBuf::from(format!("{prefix}_decoder.onnx")),
+        }
+    }
+
+    /// The files to load at `precision`. For int8 that is the quantized pair beside the fp32
+    /// one, `PREFIX_int8_encoder.onnx` and `PREFIX_int8_decoder.onnx` (made by `quantize/int8
+    /// mobilesam PREFIX`); a pair that already is int8 is kept as it is.
+    pub fn for_precision(&self, precision: Precision) -> SamModelPaths {
+        if precision != Precision::Int8 {
+            return self.clone();
+        }
+        let int8 = |path: &Path, part: &str| -> PathBuf {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let suffix = format!("_{part}.onnx");
+            if name.ends_with(&format!("_int8{suffix}")) || name.ends_with("_int8.onnx") {
+                path.to_path_buf()
+            } else if let Some(stem) = name.strip_suffix(&suffix) {
+                path.with_file_name(format!("{stem}_int8{suffix}"))
+            } else {
+                let stem = name.strip_suffix(".onnx").unwrap_or(name);
+                path.with_file_name(format!("{stem}_int8.onnx"))
+            }
+        };
+        SamModelPaths {
+            encoder: int8(&self.encoder, "encoder"),
+            decoder: int8(&self.decoder, "decoder"),
+        }
+    }
+
+    /// The fp32 prefix these files were made from, as `quantize/int8 mobilesam` takes it.
+    fn fp32_prefix(&self) -> String {
+        let path = self.encoder.to_string_lossy();
+        let stem = path.strip_suffix("_encoder.onnx").unwrap_or(&path);
+        stem.strip_suffix("_int8").unwrap_or(stem).to_string()
     }
 }
 
@@ -231,8 +275,21 @@ pub struct SamSegmenter {
 }
 
 impl SamSegmenter {
+    /// Loads the encoder and decoder; at int8 their quantized pair
+    /// ([`SamModelPaths::for_precision`]).
     pub fn load(paths: &SamModelPaths, options: &EngineOptions) -> Result<SamSegmenter, SamError> {
-        let enc_bytes = read_model_file(&paths.encoder, None, EXPORT_HINT)?;
+        let paths = &paths.for_precision(options.precision);
+        let int8_hint;
+        let hint = if options.precision == Precision::Int8 {
+            int8_hint = format!(
+                "make it with `quantize/int8 mobilesam {}` (quantize/README.md)",
+                paths.fp32_prefix()
+            );
+            &int8_hint
+        } else {
+            EXPORT_HINT
+        };
+        let enc_bytes = read_model_file(&paths.encoder, None, hint)?;
         let encoder = Engine::load(
             &paths.encoder,
             &enc_bytes,
@@ -251,7 +308,7 @@ impl SamSegmenter {
                 })
             }
         };
-        let dec_bytes = read_model_file(&paths.decoder, None, EXPORT_HINT)?;
+        let dec_bytes = read_model_file(&paths.decoder, None, hint)?;
         let decoder = Self::load_decoder(&paths.decoder, &dec_bytes, channels, options)?;
         Ok(SamSegmenter {
             encoder,
@@ -289,6 +346,32 @@ impl SamSegmenter {
     /// Channels of the image embedding (256 for MobileSAM).
     pub fn embedding_channels(&self) -> usize {
         self.channels
+    }
+
+    /// The precision the encoder runs at (a quantized file runs int8 whatever was asked).
+    pub fn precision(&self) -> Precision {
+        self.encoder.precision()
+    }
+
+    /// The precision the decoder runs at.
+    pub fn decoder_precision(&self) -> Precision {
+        self.decoder.precision()
+    }
+
+    /// What runs, for people: `int8` when encoder and decoder agree, else
+    /// `ENCODER/DECODER` (`int8/fp32`: an int8 pair whose decoder stayed fp32).
+    pub fn precision_label(&self) -> String {
+        let (e, d) = (self.precision(), self.decoder_precision());
+        if e == d {
+            e.name().to_string()
+        } else {
+            format!("{}/{}", e.name(), d.name())
+        }
+    }
+
+    /// The encoder's engine: kernels and operators for `lookout info`.
+    pub fn encoder_engine(&self) -> &Engine {
+        &self.encoder
     }
 
     /// The embedding of `image`, computed once per `frame_id` (a second call with the same id
@@ -415,6 +498,10 @@ pub struct SegmenterSection {
     pub interval_s: Option<f64>,
     /// `lookout run`: MobileSAM compute threads (default 1, so the detector keeps the rest).
     pub threads: Option<usize>,
+    /// `fp32` (default), `f16` or `int8`. At int8 the quantized pair beside the model's
+    /// files is loaded, `PREFIX_int8_encoder.onnx` and `PREFIX_int8_decoder.onnx` (made by
+    /// `quantize/int8 mobilesam PREFIX`), or give that `PREFIX_int8` as `model`.
+    pub precision: Option<Precision>,
 }
 
 impl SegmenterSection {
@@ -709,6 +796,27 @@ pub fn select_and_upscale(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_precision_picks_the_quantized_pair_beside_the_prefix() {
+        let fp32 = SamModelPaths::from_prefix("models/mobilesam_seeded");
+        let int8 = fp32.for_precision(Precision::Int8);
+        assert_eq!(
+            int8.encoder,
+            Path::new("models/mobilesam_seeded_int8_encoder.onnx")
+        );
+        assert_eq!(
+            int8.decoder,
+            Path::new("models/mobilesam_seeded_int8_decoder.onnx")
+        );
+        assert_eq!(int8.fp32_prefix(), "models/mobilesam_seeded");
+        // An int8 pair given as the prefix is kept; fp32 and f16 load the files as named.
+        let again = int8.for_precision(Precision::Int8);
+        assert_eq!(again.encoder, int8.encoder);
+        assert_eq!(again.decoder, int8.decoder);
+        let f16 = fp32.for_precision(Precision::F16);
+        assert_eq!(f16.encoder, fp32.encoder);
+    }
 
     fn geometry() -> SamGeometry {
         SamGeometry::new(640, 480).unwrap()
