@@ -502,12 +502,18 @@ fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug
     let dir = common::scratch("v4l-run");
     let config = dir.join("board.toml");
     // A 30 fps MJPEG camera showing the cat; inference at 640x640 is slower than the camera,
-    // so latest-frame-wins must drop frames.
+    // so latest-frame-wins must drop frames. Under qemu an inference takes seconds even at
+    // 320x256: that size, and a longer run.
+    let (input, duration, min_frames) = if common::emulated() {
+        ("[320, 256]", "30", 3)
+    } else {
+        ("[640, 640]", "4", 4)
+    };
     std::fs::write(
         &config,
         format!(
             "[camera]\ndevice = \"{DEVICE}\"\nformat = \"MJPEG\"\nwidth = 320\nheight = 240\nfps = 30\n\n\
-             [detector]\ninput_size = [640, 640]\nthreads = 1\n\n[tracker]\nmin_hits = 2\nmax_age = 30\n"
+             [detector]\ninput_size = {input}\nthreads = 1\n\n[tracker]\nmin_hits = 2\nmax_age = 30\n"
         ),
     )
     .unwrap();
@@ -518,7 +524,7 @@ fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug
             "--config",
             config.to_str().unwrap(),
             "--duration",
-            "4",
+            duration,
         ])
         .current_dir(common::root())
         .env("LOOKOUT_SHIM_JPEG", &jpeg)
@@ -538,7 +544,7 @@ fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(frames.len() >= 4, "{stdout}");
+    assert!(frames.len() >= min_frames, "{stdout}");
     // Every frame shows the cat; once confirmed it keeps one id, across the unplug too.
     let ids: Vec<Option<u64>> = frames
         .iter()
