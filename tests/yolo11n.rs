@@ -230,12 +230,18 @@ fn matmul_kernels_are_reported_for_the_loaded_model() {
         !kernels.is_empty(),
         "no OptMatMul kernels found in the optimised YOLO11n"
     );
-    // On 64-bit ARM every matrix product must run on tract's NEON kernels, none on the
-    // portable generic ones (the proof that a board build gets its SIMD).
+    // On ARM every matrix product must run on tract's NEON kernels, none on the portable
+    // generic ones (the proof that a board build gets its SIMD).
     if cfg!(target_arch = "aarch64") {
         assert!(
             kernels.keys().all(|k| k.starts_with("arm64simd")),
             "not every kernel is arm64simd: {kernels:?}"
+        );
+    }
+    if cfg!(target_arch = "arm") {
+        assert!(
+            kernels.keys().all(|k| k.starts_with("armv7neon")),
+            "not every kernel is armv7neon: {kernels:?}"
         );
     }
 }
