@@ -26,7 +26,7 @@ from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "tests/fixtures/images"
-SIZES = [(640, 640), (640, 384)]
+SIZES = [(640, 640), (640, 384), (320, 320)]
 CONF, IOU, MAX_DET = 0.25, 0.7, 300
 
 

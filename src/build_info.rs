@@ -2,11 +2,15 @@
 
 /// Cargo features compiled into this build.
 pub fn features() -> Vec<&'static str> {
-    let mut features = Vec::new();
-    if cfg!(feature = "serial") {
-        features.push("serial");
-    }
-    features
+    [
+        ("serial", cfg!(feature = "serial")),
+        ("mqtt", cfg!(feature = "mqtt")),
+        ("rpi", cfg!(feature = "rpi")),
+        ("v4l", cfg!(feature = "v4l")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
 }
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn lookout(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
+    common::lookout_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
@@ -196,7 +196,7 @@ fn model_with_wrong_sha256_is_refused_when_named() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
     std::fs::write(dir.join("yolo11n.onnx"), &bytes).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let o = common::lookout_command()
         .args(["detect", "tests/fixtures/images", "--model", "yolo11n"])
         .env("LOOKOUT_MODELS_DIR", &dir)
         .output()
@@ -312,8 +312,12 @@ fn info_without_a_model_still_describes_the_build() {
 #[test]
 fn bench_prints_a_row_per_configuration() {
     let img = common::sample_images().join("chelsea.png");
+    // Under qemu a 320x320 inference takes seconds: a shorter simulated camera run there.
+    let pipeline_frames = if common::emulated() { 3 } else { 30 };
     let o = lookout(&[
         "bench",
+        "--pipeline-frames",
+        &pipeline_frames.to_string(),
         "--model",
         &model_arg(),
         "--threads",
@@ -343,7 +347,7 @@ fn bench_prints_a_row_per_configuration() {
         // The full pipeline ran over the default simulated camera.
         let pipe = &r["pipeline"];
         assert_eq!(pipe["camera"], "YUYV 1280x720", "{pipe}");
-        assert_eq!(pipe["frames"], 30, "{pipe}");
+        assert_eq!(pipe["frames"], pipeline_frames, "{pipe}");
         assert!(pipe["fps"].as_f64().unwrap() > 0.0, "{pipe}");
         let l = &pipe["latency_ms"];
         for stage in [
@@ -554,7 +558,7 @@ fn check_names_every_problem_with_its_fix_and_fails() {
         assert!(err.contains(needle), "no {needle:?} in\n{err}");
     }
     // The password itself is never printed, even when set.
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::lookout_command()
         .args(["check", "--no-load", "--config", config.to_str().unwrap()])
         .env("LOOKOUT_TEST_UNSET_PW", "hunter2-secret")
         .output()

@@ -2,7 +2,6 @@
 //! weights: the masks mean nothing, the plumbing and the errors are what is tested).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -11,7 +10,7 @@ fn root() -> PathBuf {
 fn segment(args: &[&str]) -> std::process::Output {
     let model = root().join("tests/fixtures/sam/mobilesam_tiny");
     let image = root().join("tests/fixtures/images/chelsea.png");
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
+    common::lookout_command()
         .arg("segment")
         .arg(&image)
         .arg("--model")
@@ -80,7 +79,7 @@ fn bad_prompts_fail_with_a_message_that_names_the_problem() {
 mod common;
 
 fn detect_segment(extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::lookout_command()
         .arg("detect")
         .arg(root().join("tests/fixtures/images/astronaut.png"))
         .arg("--model")
@@ -164,7 +163,7 @@ fn board_config_segmenter_section_turns_masks_on_and_names_bad_keys() {
     )
     .unwrap();
     let run = |config: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_lookout"))
+        common::lookout_command()
             .arg("detect")
             .arg(root().join("tests/fixtures/images/astronaut.png"))
             .arg("--model")

@@ -2,11 +2,12 @@
 //! (class table first, then one LidarObjects message per rotation) on a pseudo-terminal.
 #![cfg(feature = "serial")]
 
+mod common;
+
 use lookout_wire::{Body, FrameDecoder, Message, MAX_FRAME_LEN};
 use serialport::{SerialPort, TTYPort};
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -30,7 +31,7 @@ fn lidar_objects_reach_a_serial_reader_as_wire_frames() {
         .expect("timeout");
     let capture =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures/velodyne_vlp16.pcap");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let mut child = common::lookout_command()
         .args([
             "lidar",
             "--lidar-model",
@@ -114,7 +115,7 @@ fn lidar_command_reads_turns_from_a_simulated_rplidar() {
     master
         .set_timeout(Duration::from_millis(50))
         .expect("timeout");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let mut child = common::lookout_command()
         .args([
             "lidar",
             "--no-classify",

@@ -287,7 +287,7 @@ fn closing_publishes_offline_and_a_killed_device_leaves_its_last_will() {
     });
 
     // A process killed outright: the broker publishes the will, retained.
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = common::target_command(std::env::current_exe().unwrap(), None)
         .args(["--exact", "publisher_child_process", "--nocapture"])
         .env("LOOKOUT_TEST_MQTT_CHILD", broker.url())
         .spawn()
@@ -561,8 +561,7 @@ fn qos0_and_json_payloads_reach_a_dashboard() {
 #[test]
 fn detect_publishes_over_mqtt_and_listen_prints_it() {
     let broker = Broker::start("cli", BrokerOptions::default());
-    let exe = env!("CARGO_BIN_EXE_lookout");
-    let listener = Command::new(exe)
+    let listener = common::lookout_command()
         .args(["listen", "--mqtt", &broker.url(), "--topic", "lookout/#"])
         .args(["--count", "12", "--idle-timeout", "120"])
         .stdout(std::process::Stdio::piped())
@@ -570,7 +569,7 @@ fn detect_publishes_over_mqtt_and_listen_prints_it() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let model = common::yolo11n();
-    let out = Command::new(exe)
+    let out = common::lookout_command()
         .args(["detect", "--model"])
         .arg(&model)
         .arg(common::sample_images())

@@ -2,6 +2,8 @@
 //! the classifier on clusters of a simulated scan, and `lookout lidar` end to end on the real
 //! VLP-16 capture.
 
+mod common;
+
 use lookout::infer::pointnet::{
     lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
 };
@@ -9,7 +11,6 @@ use lookout::infer::EngineOptions;
 use lookout_lidar::process::{segment, SegmentParams};
 use lookout_lidar::synthetic::{Scanner, Scene, Solid};
 use std::path::PathBuf;
-use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -184,7 +185,7 @@ fn clusters_of_a_simulated_scan_are_classified_and_published() {
 fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     let capture =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures/velodyne_vlp16.pcap");
-    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let output = common::lookout_command()
         .args(["lidar", "--pcap"])
         .arg(&capture)
         .args(["--lidar-model", "vlp16", "--threads", "1"])
@@ -224,7 +225,7 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cut = dir.join("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let output = common::lookout_command()
         .args(["lidar", "--no-classify", "--lidar-model", "vlp16", "--pcap"])
         .arg(&cut)
         .output()
@@ -233,7 +234,7 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("1 truncated records"));
 
-    let output = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let output = common::lookout_command()
         .args(["lidar", "--pcap"])
         .arg(&capture)
         .args(["--model", "/nonexistent/pointnet.onnx"])
@@ -241,6 +242,17 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
         .expect("lookout runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/pointnet.onnx"));
+}
+
+/// Whether a local IPv4 UDP socket is bound to `port` (Linux: /proc/net/udp, ports in hex).
+fn udp_port_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let wanted = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        line.split_whitespace()
+            .nth(1)
+            .is_some_and(|local| local.ends_with(&wanted))
+    })
 }
 
 #[test]
@@ -263,7 +275,7 @@ fn lidar_command_reads_a_live_velodyne_on_udp() {
         .and_then(|s| s.local_addr())
         .expect("free port")
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let mut child = common::lookout_command()
         .args([
             "lidar",
             "--no-classify",
@@ -278,14 +290,28 @@ fn lidar_command_reads_a_live_velodyne_on_udp() {
         .spawn()
         .expect("lookout runs");
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    // Play the capture, paced like the sensor, until lookout has its rotation (76 packets
-    // from wherever it started listening) and exits; packets sent before it bound are lost,
-    // as they would be from a real sensor.
+    // Play the capture from its start once lookout listens, paced like the sensor, until it
+    // has its rotation (76 packets after the first cut) and exits. Starting the capture
+    // before lookout listens would let its first turn straddle the capture's loop-around
+    // where lookout starts slowly (under an emulator); under an emulator lookout also reads
+    // about ten times slower, and so the capture plays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !udp_port_bound(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lookout never bound port {port}"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "lookout exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pace = std::time::Duration::from_micros(if common::emulated() { 3000 } else { 300 });
     'send: while std::time::Instant::now() < deadline {
         for payload in &payloads {
             let _ = sender.send_to(payload, ("127.0.0.1", port));
-            std::thread::sleep(std::time::Duration::from_micros(300));
+            std::thread::sleep(pace);
             if child.try_wait().expect("wait").is_some() {
                 break 'send;
             }

@@ -92,7 +92,7 @@ fn a_moving_cat_gets_one_track_id_and_every_message_reaches_the_broker() {
     let config = board_config(&dir, 12);
     let broker = Broker::start("run", BrokerOptions::default());
     let received = subscribe(broker.port, "lookout/12/#");
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
         .arg("--replay")
@@ -172,7 +172,7 @@ fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
     let config = board_config(&dir, 13);
     let broker = Broker::start("run-term", BrokerOptions::default());
     let received = subscribe(broker.port, "lookout/13/status");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let mut child = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
         .arg("--replay")
@@ -192,7 +192,10 @@ fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
         .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
-    assert!(stopped_at.elapsed() < Duration::from_secs(10));
+    // It finishes the frame in hand: well under 10 s on any board, but one 640x384 frame
+    // takes tens of seconds under an emulator.
+    let bound = Duration::from_secs(if common::emulated() { 120 } else { 10 });
+    assert!(stopped_at.elapsed() < bound, "{:?}", stopped_at.elapsed());
     assert!(exit.success(), "{exit:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
@@ -211,11 +214,18 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
     let dir = common::scratch("run-branches");
     let frames = dir.join("frames");
     moving_cat_frames(&frames, 8);
+    // Under qemu a 640x384 inference takes 20-40 s: a smaller input and a longer run there, so
+    // that the detector still gets through a few frames.
+    let (input, run_for, min_frames) = if common::emulated() {
+        ("[320, 192]", 20.0, 2)
+    } else {
+        ("[640, 384]", 3.0, 5)
+    };
     let config = dir.join("board.toml");
     std::fs::write(
         &config,
         format!(
-            "[board]\ndevice_id = 14\n\n[detector]\ninput_size = [640, 384]\nthreads = 1\n\n\
+            "[board]\ndevice_id = 14\n\n[detector]\ninput_size = {input}\nthreads = 1\n\n\
              [tracker]\nmin_hits = 2\nmax_age = 5\n\n\
              [segmenter]\nenabled = true\nmodel = \"{}\"\ninterval_s = 0.5\nthreads = 1\n\n\
              [lidar]\nmodel = \"vlp16\"\nreplay = \"{}\"\nthreads = 1\n",
@@ -227,8 +237,7 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
     .unwrap();
     let broker = Broker::start("run-branches", BrokerOptions::default());
     let received = subscribe(broker.port, "lookout/14/#");
-    let run_for = 3.0;
-    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let out = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
         .arg("--replay")
@@ -256,7 +265,7 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
         .iter()
         .map(|l| l["frame_id"].as_u64().unwrap())
         .collect();
-    assert!(frame_ids.len() >= 5, "{stdout}");
+    assert!(frame_ids.len() >= min_frames, "{stdout}");
 
     // Masks: for frames the detector processed, at most one per interval, newest frames.
     assert!(!mask_lines.is_empty(), "{stdout}");

@@ -92,7 +92,7 @@ fn detect_publishes_class_table_then_one_message_per_image() {
 fn listen_prints_each_message_as_json_with_class_names() {
     let (mut master, path) = pty();
     let listener = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_lookout"))
+        common::lookout_command()
             .args([
                 "listen",
                 "--serial",
@@ -220,7 +220,7 @@ fn stalled_line_drops_oldest_frames_and_never_blocks() {
 
 #[test]
 fn missing_serial_device_is_a_clear_error() {
-    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let o = common::lookout_command()
         .args([
             "detect",
             "tests/fixtures/images/chelsea.png",
@@ -237,7 +237,7 @@ fn missing_serial_device_is_a_clear_error() {
             && err.contains("ls /dev/serial/by-id"),
         "{err}"
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let o = common::lookout_command()
         .args(["listen", "--serial", "/dev/ttyNOPE9"])
         .output()
         .unwrap();
@@ -267,7 +267,7 @@ fn detect_over_serial(device_id: u16) -> (Vec<u8>, Vec<serde_json::Value>) {
             }
         })
     };
-    let o = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let o = common::lookout_command()
         .args([
             "detect",
             common::sample_images().to_str().unwrap(),
@@ -302,7 +302,7 @@ fn detect_over_serial(device_id: u16) -> (Vec<u8>, Vec<serde_json::Value>) {
 fn listen_to(stream: &[u8], count: usize) -> (Vec<serde_json::Value>, String) {
     let (mut master, slave) = TTYPort::pair().expect("pty pair");
     let path = slave.name().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+    let child = common::lookout_command()
         .args([
             "listen",
             "--serial",

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
@@ -16,6 +17,56 @@ pub fn fixtures() -> PathBuf {
 
 pub fn sample_images() -> PathBuf {
     fixtures().join("images")
+}
+
+/// Environment variable naming the emulator the tests run under, as a command line
+/// (`cross/test-aarch64` sets it to its `qemu-aarch64 -cpu cortex-a72 ...`).
+pub const EMULATOR_VAR: &str = "LOOKOUT_TEST_EMULATOR";
+
+/// A command running `program`, a binary built for the target (the `lookout` binary, or this
+/// test executable again), with `preload` as its `LD_PRELOAD` library if given.
+///
+/// Under an emulator (`LOOKOUT_TEST_EMULATOR` set) the child goes through the same emulator:
+/// without a binfmt_misc registration the kernel cannot run a foreign binary by itself. The
+/// preload library, built for the target too, is then handed to the emulated program only
+/// (`-E LD_PRELOAD=...`), not to the emulator, which is a host binary.
+pub fn target_command(program: impl AsRef<OsStr>, preload: Option<&Path>) -> Command {
+    match std::env::var(EMULATOR_VAR)
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+    {
+        None => {
+            let mut command = Command::new(program);
+            if let Some(lib) = preload {
+                command.env("LD_PRELOAD", lib);
+            }
+            command
+        }
+        Some(emulator) => {
+            let mut words: Vec<String> = emulator.split_whitespace().map(String::from).collect();
+            if let Some(lib) = preload {
+                // The emulator may preload a library of its own (cross/qemu-board-shim.c): keep
+                // it and add this one.
+                match words.iter_mut().find(|w| w.starts_with("LD_PRELOAD=")) {
+                    Some(w) => *w = format!("{w}:{}", lib.display()),
+                    None => words.extend(["-E".into(), format!("LD_PRELOAD={}", lib.display())]),
+                }
+            }
+            let mut command = Command::new(&words[0]);
+            command.args(&words[1..]).arg(program);
+            command
+        }
+    }
+}
+
+/// The `lookout` binary of this build (see `target_command`).
+pub fn lookout_command() -> Command {
+    target_command(env!("CARGO_BIN_EXE_lookout"), None)
+}
+
+/// True when the tests run under an emulator (qemu user emulation).
+pub fn emulated() -> bool {
+    std::env::var(EMULATOR_VAR).is_ok_and(|e| !e.trim().is_empty())
 }
 
 /// Path of the YOLO11n model, fetched (and sha256-checked) through the project's own script on
