@@ -90,24 +90,6 @@ fn detect_publishes_class_table_then_one_message_per_image() {
 
 #[test]
 fn listen_prints_each_message_as_json_with_class_names() {
-    let (mut master, path) = pty();
-    let listener = std::thread::spawn(move || {
-        common::lookout_command()
-            .args([
-                "listen",
-                "--serial",
-                &path,
-                "--baud",
-                "115200",
-                "--count",
-                "3",
-                "--idle-timeout",
-                "30",
-            ])
-            .output()
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(500)); // let it open the port
     let mut builder = MessageBuilder::new(2);
     let names: Vec<String> = ["person", "bicycle", "car"].map(String::from).to_vec();
     let mut stream = vec![0x55, 0xAA, 0x00]; // line noise before the first frame
@@ -117,13 +99,9 @@ fn listen_prints_each_message_as_json_with_class_names() {
     for i in [2u32, 1] {
         stream.extend(lookout::sink::frame(&detection_message(&mut builder, i)).unwrap());
     }
-    master.write_all(&stream).unwrap();
-    let o = listener.join().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Written once listen has the port open and in raw mode (a fixed wait was too short under
+    // qemu on a loaded machine: the write then met a pty nobody had opened).
+    let (lines, _) = listen_to(&stream, 3);
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["kind"], "classes");
     assert_eq!(lines[1]["kind"], "detections");
