@@ -427,11 +427,7 @@ pub fn run_sam(
     let t0 = Instant::now();
     let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
     let mut sam = SamSegmenter::load(&paths, &EngineOptions { threads, precision })?;
-    let model = paths
-        .encoder
-        .to_string_lossy()
-        .strip_suffix("_encoder.onnx")
-        .map_or_else(|| prefix.to_string(), str::to_string);
+    let model = paths.prefix();
     let load = t0.elapsed();
     let blank = RgbImage::from_pixel(640, 480, image::Rgb([114; 3]));
     let photo = |i: usize| photos.get(i % photos.len().max(1)).unwrap_or(&blank);

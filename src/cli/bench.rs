@@ -242,23 +242,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         frames.push(path.and_then(|p| load_frame(&p, i as u64))?.image);
     }
     let duration = args.duration.map(Duration::from_secs_f64);
+    // MobileSAM and the LiDAR path: one row per thread count and precision.
+    let configs: Vec<(usize, Precision)> = threads
+        .iter()
+        .flat_map(|&t| precisions.iter().map(move |&p| (t, p)))
+        .collect();
     for model_spec in &models {
         match model_kind(model_spec) {
             Kind::Segment(prefix) => {
-                for (&t, &p) in threads
-                    .iter()
-                    .flat_map(|t| precisions.iter().map(move |p| (t, p)))
-                {
+                for &(t, p) in &configs {
                     let r = lookout::bench::run_sam(&prefix, p, t, args.iters, duration, &frames)?;
                     print_model_bench(&r, args.json)?;
                 }
                 continue;
             }
             Kind::Lidar(choice) => {
-                for (&t, &p) in threads
-                    .iter()
-                    .flat_map(|t| precisions.iter().map(move |p| (t, p)))
-                {
+                for &(t, p) in &configs {
                     let r = lookout::bench::run_lidar(
                         &choice,
                         super::DEFAULT_LIDAR_BATCH,

@@ -15,7 +15,7 @@ use lookout::decode::yolo::DecodeParams;
 use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
 use lookout::infer::sam::{SamModelPaths, SamSegmenter};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
-use lookout::infer::{EngineOptions, Precision};
+use lookout::infer::EngineOptions;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -111,13 +111,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
         let prefix = resolved.segmenter.model.as_deref().unwrap_or_default();
         let precision = resolved.segmenter.precision.unwrap_or_default();
         let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
-        let fix = if precision == Precision::Int8 {
-            format!(
-                "make the int8 pair with `quantize/int8 mobilesam {prefix}` (quantize/README.md)"
-            )
-        } else {
-            "export MobileSAM with quantize/export_mobilesam.py (see README)".to_string()
-        };
+        let fix = paths.missing_fix(precision);
         problems.file("segmenter.model", &paths.encoder, &fix);
         problems.file("segmenter.model", &paths.decoder, &fix);
         if !args.no_load && paths.encoder.exists() && paths.decoder.exists() {

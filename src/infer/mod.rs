@@ -415,6 +415,19 @@ const QUANTIZATION_OPS: &[&str] = &[
 ];
 
 /// Whether the model as read holds quantization operators.
+/// True when `path` names an int8 file by the project's naming (`..._int8.onnx`).
+pub(crate) fn is_int8_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|f| f.to_str())
+        .is_some_and(|f| f.ends_with("_int8.onnx"))
+}
+
+/// The int8 twin `quantize/int8` writes beside a model file, `<stem>_int8.onnx`.
+pub(crate) fn int8_beside(path: &Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    path.with_file_name(format!("{stem}_int8.onnx"))
+}
+
 fn is_quantized(model: &InferenceModel) -> bool {
     model
         .nodes()

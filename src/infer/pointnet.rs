@@ -55,17 +55,11 @@ impl PointModelChoice {
     /// The file to load at `precision`: for int8, `<stem>_int8.onnx` beside the fp32 file
     /// (made and committed by `quantize/int8 pointnet` for the built-in model).
     pub fn for_precision(&self, precision: Precision) -> PointModelChoice {
-        let name = self.path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        if precision != Precision::Int8 || name.ends_with("_int8.onnx") {
+        if precision != Precision::Int8 || super::is_int8_file(&self.path) {
             return self.clone();
         }
-        let stem = self
-            .path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model");
         PointModelChoice {
-            path: self.path.with_file_name(format!("{stem}_int8.onnx")),
+            path: super::int8_beside(&self.path),
             name: self.name.clone(),
             entry: self.entry.clone(),
             verify_sha256: false,

@@ -134,19 +134,18 @@ impl SamModelPaths {
         if precision != Precision::Int8 {
             return self.clone();
         }
+        // `PREFIX_encoder.onnx` -> `PREFIX_int8_encoder.onnx`; other names as for any model.
         let int8 = |path: &Path, part: &str| -> PathBuf {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
             let suffix = format!("_{part}.onnx");
-            if name.ends_with(&format!("_int8{suffix}")) || name.ends_with("_int8.onnx") {
-                path.to_path_buf()
-            } else if let Some(stem) = name.strip_suffix(&suffix) {
-                path.with_file_name(format!("{stem}_int8{suffix}"))
-            } else {
-                let stem = name.strip_suffix(".onnx").unwrap_or(name);
-                path.with_file_name(format!("{stem}_int8.onnx"))
+            match name.strip_suffix(&suffix) {
+                Some(stem) if stem.ends_with("_int8") => path.to_path_buf(),
+                Some(stem) => path.with_file_name(format!("{stem}_int8{suffix}")),
+                None if super::is_int8_file(path) => path.to_path_buf(),
+                None => super::int8_beside(path),
             }
         };
         SamModelPaths {
@@ -155,11 +154,32 @@ impl SamModelPaths {
         }
     }
 
+    /// The prefix these files go by, `PREFIX` of `PREFIX_encoder.onnx` (the encoder's path
+    /// when it is named otherwise).
+    pub fn prefix(&self) -> String {
+        let path = self.encoder.to_string_lossy();
+        path.strip_suffix("_encoder.onnx")
+            .unwrap_or(&path)
+            .to_string()
+    }
+
     /// The fp32 prefix these files were made from, as `quantize/int8 mobilesam` takes it.
     fn fp32_prefix(&self) -> String {
-        let path = self.encoder.to_string_lossy();
-        let stem = path.strip_suffix("_encoder.onnx").unwrap_or(&path);
-        stem.strip_suffix("_int8").unwrap_or(stem).to_string()
+        let prefix = self.prefix();
+        prefix.strip_suffix("_int8").unwrap_or(&prefix).to_string()
+    }
+
+    /// How to make these files when they are missing: the export, or at int8 the command
+    /// that quantizes the fp32 pair.
+    pub fn missing_fix(&self, precision: Precision) -> String {
+        if precision == Precision::Int8 {
+            format!(
+                "make it with `quantize/int8 mobilesam {}` (quantize/README.md)",
+                self.fp32_prefix()
+            )
+        } else {
+            EXPORT_HINT.to_string()
+        }
     }
 }
 
@@ -279,16 +299,7 @@ impl SamSegmenter {
     /// ([`SamModelPaths::for_precision`]).
     pub fn load(paths: &SamModelPaths, options: &EngineOptions) -> Result<SamSegmenter, SamError> {
         let paths = &paths.for_precision(options.precision);
-        let int8_hint;
-        let hint = if options.precision == Precision::Int8 {
-            int8_hint = format!(
-                "make it with `quantize/int8 mobilesam {}` (quantize/README.md)",
-                paths.fp32_prefix()
-            );
-            &int8_hint
-        } else {
-            EXPORT_HINT
-        };
+        let hint = &paths.missing_fix(options.precision);
         let enc_bytes = read_model_file(&paths.encoder, None, hint)?;
         let encoder = Engine::load(
             &paths.encoder,

@@ -61,12 +61,7 @@ impl ModelChoice {
     /// `int8.file` for a known model, else `<stem>_int8.onnx` beside the fp32 file. A path that
     /// already names an `_int8.onnx` file is kept as it is.
     pub fn for_precision(&self, precision: Precision) -> ModelChoice {
-        let is_int8_file = self
-            .path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .is_some_and(|f| f.ends_with("_int8.onnx"));
-        if precision != Precision::Int8 || is_int8_file {
+        if precision != Precision::Int8 || super::is_int8_file(&self.path) {
             return self.clone();
         }
         let parent = self.path.display().to_string();
@@ -83,20 +78,13 @@ impl ModelChoice {
                     q.command
                 ),
             ),
-            None => {
-                let stem = self
-                    .path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("model");
-                (
-                    self.path.with_file_name(format!("{stem}_int8.onnx")),
-                    format!(
-                        "quantize {parent} as quantize/README.md describes and save it there, \
+            None => (
+                super::int8_beside(&self.path),
+                format!(
+                    "quantize {parent} as quantize/README.md describes and save it there, \
                          or give the quantized file with --model"
-                    ),
-                )
-            }
+                ),
+            ),
         };
         ModelChoice {
             path,

@@ -31,10 +31,7 @@ pub const EMULATOR_VAR: &str = "LOOKOUT_TEST_EMULATOR";
 /// preload library, built for the target too, is then handed to the emulated program only
 /// (`-E LD_PRELOAD=...`), not to the emulator, which is a host binary.
 pub fn target_command(program: impl AsRef<OsStr>, preload: Option<&Path>) -> Command {
-    match std::env::var(EMULATOR_VAR)
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-    {
+    match emulator() {
         None => {
             let mut command = Command::new(program);
             if let Some(lib) = preload {
@@ -64,9 +61,16 @@ pub fn lookout_command() -> Command {
     target_command(env!("CARGO_BIN_EXE_lookout"), None)
 }
 
+/// The emulator command line the tests run under, if any (`LOOKOUT_TEST_EMULATOR`).
+fn emulator() -> Option<String> {
+    std::env::var(EMULATOR_VAR)
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+}
+
 /// True when the tests run under an emulator (qemu user emulation).
 pub fn emulated() -> bool {
-    std::env::var(EMULATOR_VAR).is_ok_and(|e| !e.trim().is_empty())
+    emulator().is_some()
 }
 
 /// Path of the YOLO11n model, fetched (and sha256-checked) through the project's own script on
