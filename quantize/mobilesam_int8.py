@@ -45,13 +45,12 @@ import time
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import photos  # noqa: E402
-from qdq import metadata, session, sha256, stamp  # noqa: E402
+from qdq import Feed, metadata, session, sha256, stamp  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Bumped whenever the recipe changes, so an int8 pair made by an older recipe is remade.
@@ -93,15 +92,6 @@ def encoder_input(path):
     return x, (w, h, scale)
 
 
-class Reader(CalibrationDataReader):
-    def __init__(self, images):
-        self.images = iter(images)
-
-    def get_next(self):
-        p = next(self.images, None)
-        return None if p is None else {"image": encoder_input(p)[0]}
-
-
 def kept_fp32(model):
     """The attention MatMuls whose operands are both activations (see the module docstring)."""
     constants = {i.name for i in model.graph.initializer}
@@ -121,7 +111,7 @@ def quantize(fp32, out, n_photos):
           f"{len(keep)} attention products kept fp32", file=sys.stderr)
     started = time.time()
     quantize_static(
-        str(fp32["encoder"]), str(out["encoder"]), Reader(calibration),
+        str(fp32["encoder"]), str(out["encoder"]), Feed("image", calibration, lambda p: encoder_input(p)[0]),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["Conv", "MatMul"],
         per_channel=True,
@@ -169,6 +159,12 @@ def prompts(w, h, scale):
     return out
 
 
+def mask_iou(a, b):
+    """IoU of two boolean masks; two empty masks agree."""
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0
+
+
 def compare(fp32, int8, images):
     """Per image: embedding relative RMS error and max abs error, and per prompt the IoU of
     the thresholded single-mask output and the correlation of its logits. Also returns how
@@ -196,10 +192,9 @@ def compare(fp32, int8, images):
             ma = dec_a.run(None, {**feed, "image_embeddings": ea})[0][0, 0]
             mb = dec_b.run(None, {**feed, "image_embeddings": eb})[0][0, 0]
             a, b = ma > 0, mb > 0
-            union = int((a | b).sum())
             row["prompts"].append({
                 "prompt": name,
-                "iou": float((a & b).sum() / union) if union else 1.0,
+                "iou": mask_iou(a, b),
                 "logit_corr": float(np.corrcoef(ma.ravel(), mb.ravel())[0, 1]),
                 "logit_max_abs": float(np.abs(ma - mb).max()),
                 "logit_std": float(ma.std()),

@@ -1,16 +1,29 @@
-"""What every int8 recipe in quantize/ shares: file digests, the provenance stamped into each
-int8 file (and read back to tell whether it is up to date), and an onnxruntime session that
-runs a QDQ graph as written.
+"""What every int8 recipe in quantize/ shares: file digests, the calibration feed, the provenance
+stamped into each int8 file (and read back to tell whether it is up to date), and an onnxruntime
+session that runs a QDQ graph as written.
 """
 import hashlib
 import pathlib
 
 import onnx
 import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader
 
 
 def sha256(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+class Feed(CalibrationDataReader):
+    """Calibration inputs for quantize_static: `make(item)` for each of `items`, fed to the
+    model's input `name`, made one at a time as the calibrator asks."""
+
+    def __init__(self, name, items, make=lambda item: item):
+        self.name, self.items, self.make = name, iter(items), make
+
+    def get_next(self):
+        item = next(self.items, None)
+        return None if item is None else {self.name: self.make(item)}
 
 
 def stamp(path, meta):

@@ -175,8 +175,7 @@ def sam_report(lookout, prefix):
             a = lookout_masks(lookout, prefix, "fp32", images, tmp)
             b = lookout_masks(lookout, prefix, "int8", images, tmp)
         for name in a:
-            union = (a[name][0] | b[name][0]).sum()
-            tract[name] = (float((a[name][0] & b[name][0]).sum() / union) if union else 1.0, b[name][1])
+            tract[name] = (sam.mask_iou(a[name][0], b[name][0]), b[name][1])
     return rows, dependence, tract
 
 

@@ -33,14 +33,13 @@ import time
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import photos  # noqa: E402
 import yolo_reference as yr  # noqa: E402
-from qdq import metadata, session, sha256, stamp  # noqa: E402
+from qdq import Feed, metadata, session, sha256, stamp  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FP32 = ROOT / "models/yolo11n.onnx"
@@ -75,15 +74,6 @@ def calibration_inputs():
     return inputs
 
 
-class Reader(CalibrationDataReader):
-    def __init__(self, inputs):
-        self.inputs = iter(inputs)
-
-    def get_next(self):
-        x = next(self.inputs, None)
-        return None if x is None else {"images": x}
-
-
 def kept_fp32(model):
     """Names of the nodes that stay fp32 (see the module docstring)."""
     keep = []
@@ -111,7 +101,7 @@ def quantize(out):
           f"{len(keep)} nodes kept fp32", file=sys.stderr)
     started = time.time()
     quantize_static(
-        str(FP32), str(out), Reader(inputs),
+        str(FP32), str(out), Feed("images", inputs),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["Conv"],
         per_channel=True,

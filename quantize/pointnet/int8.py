@@ -22,26 +22,16 @@ import sys
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import dataset  # noqa: E402
-from qdq import session, sha256, stamp  # noqa: E402
+from qdq import Feed, session, sha256, stamp  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = "qdq-matmul-perchannel-minmax-v1"
 MIN_AGREEMENT = 0.97
-
-
-class Reader(CalibrationDataReader):
-    def __init__(self, x, batch=32):
-        self.batches = iter([x[i:i + batch] for i in range(0, len(x), batch)])
-
-    def get_next(self):
-        b = next(self.batches, None)
-        return None if b is None else {"points": b}
 
 
 def logits(path, x):
@@ -66,7 +56,7 @@ def quantize(fp32, out, seed, per_class):
     keep = [matmuls[-1].name]
     x, _ = dataset.make_split(seed, per_class, 256)
     quantize_static(
-        model, str(out), Reader(x),
+        model, str(out), Feed("points", [x[i:i + 32] for i in range(0, len(x), 32)]),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["MatMul"],
         per_channel=True,
