@@ -231,7 +231,7 @@ def main():
     for p in fp32.values():
         if not p.is_file():
             sys.exit(f"mobilesam_int8: {p} does not exist: export MobileSAM first with "
-                     "quantize/export_mobilesam.py (README, section Segment)")
+                     "quantize/export_mobilesam.py (docs/segmentation.md)")
     if not 1 <= args.photos <= len(photos.CALIBRATION):
         sys.exit(f"mobilesam_int8: --photos takes 1 to {len(photos.CALIBRATION)}")
     if not args.force and up_to_date(fp32, int8, args.photos):

@@ -112,6 +112,8 @@ pub struct BrokerUrl {
 impl BrokerUrl {
     pub fn parse(url: &str) -> Result<BrokerUrl, String> {
         let usage = "expected mqtt://host[:port] or mqtts://host[:port] (TLS)";
+        let shown = redact_url(url);
+        let url = shown.as_str();
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
             (false, r)
         } else if let Some(r) = url.strip_prefix("mqtts://") {
@@ -133,6 +135,9 @@ impl BrokerUrl {
                 None => (rest, None),
             }
         };
+        if host.contains('@') {
+            return Err(format!("'{url}': credentials in the broker URL are not accepted (they would show in process lists and logs); set mqtt.username with mqtt.password_file or mqtt.password_env"));
+        }
         if host.is_empty() || host.contains(['/', '@', ' ']) {
             return Err(format!("'{url}': no valid host; {usage}"));
         }
@@ -250,6 +255,12 @@ impl BoardConfig {
                     format!("is {q}; lookout publishes at 0 or 1"),
                 ));
             }
+            if let Some(p) = m.client_id.as_deref().and_then(client_id_problem) {
+                return Err(invalid("mqtt.client_id", p));
+            }
+            if let Some(p) = m.topic_prefix.as_deref().and_then(topic_prefix_problem) {
+                return Err(invalid("mqtt.topic_prefix", p));
+            }
             if m.queue_size == Some(0) {
                 return Err(invalid("mqtt.queue_size", "must be at least 1".into()));
             }
@@ -294,6 +305,133 @@ impl BoardConfig {
                 .map_err(|(key, problem)| invalid(key, problem))?;
         }
         Ok(())
+    }
+}
+
+/// The defaults every command applies to what a board config leaves unset.
+pub mod defaults {
+    /// The model used when neither the command line nor a board config names one.
+    pub const DEFAULT_MODEL: &str = "yolo11n";
+    /// MobileSAM's files unless `--sam-model` or `segmenter.model` say otherwise:
+    /// `<prefix>_encoder.onnx` and `<prefix>_decoder.onnx`.
+    pub const DEFAULT_SAM_MODEL: &str = "models/mobilesam";
+    /// Masks per frame, at most, unless configured.
+    pub const DEFAULT_MAX_MASKS: usize = 10;
+    /// Largest serial frame for one mask, bytes, unless configured.
+    pub const DEFAULT_MASK_FRAME_BYTES: usize = 1024;
+    /// Clusters per PointNet batch, unless configured.
+    pub const DEFAULT_LIDAR_BATCH: usize = 8;
+}
+
+/// A board config with every default the runtime applies filled in and every thread count
+/// bounded by the cores present: what `lookout check` prints and what `lookout run` runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub config: BoardConfig,
+    /// What resolution changed that the user should know (a thread count lowered, ...).
+    pub notes: Vec<String>,
+}
+
+impl BoardConfig {
+    /// Fills in every default and bounds thread counts (see [`Resolved`]). The MQTT section is
+    /// resolved by the sink that owns it (`sink::mqtt::MqttConfig::from_section`).
+    pub fn resolved(&self) -> Resolved {
+        use defaults::*;
+        let mut notes = Vec::new();
+        let mut bound = |key: &str, threads: &mut Option<usize>, default: usize| {
+            let (n, note) = crate::limits::bound_threads(key, threads.unwrap_or(default));
+            notes.extend(note);
+            *threads = Some(n);
+        };
+        let mut r = self.clone();
+        r.board.device_id.get_or_insert(0);
+        let d = &mut r.detector;
+        let decode = crate::decode::yolo::DecodeParams::default();
+        d.model.get_or_insert_with(|| DEFAULT_MODEL.to_string());
+        bound("detector.threads", &mut d.threads, crate::limits::cores());
+        d.conf.get_or_insert(decode.conf_threshold);
+        d.iou.get_or_insert(decode.iou_threshold);
+        d.max_det.get_or_insert(decode.max_det);
+        d.agnostic.get_or_insert(false);
+        d.precision.get_or_insert_with(Default::default);
+        r.segmenter.enabled.get_or_insert(false);
+        if self.segmenter.enabled == Some(true) {
+            let s = &mut r.segmenter;
+            s.model.get_or_insert_with(|| DEFAULT_SAM_MODEL.to_string());
+            s.max_masks.get_or_insert(DEFAULT_MAX_MASKS);
+            s.mask_frame_bytes.get_or_insert(DEFAULT_MASK_FRAME_BYTES);
+            s.interval_s.get_or_insert(0.0);
+            bound("segmenter.threads", &mut s.threads, 1);
+            s.precision.get_or_insert_with(Default::default);
+        }
+        if let Some(l) = r.lidar.as_mut() {
+            let params = l.segment_params();
+            l.sensor.get_or_insert_with(|| "velodyne".into());
+            l.model.get_or_insert_with(|| "auto".into());
+            l.classifier
+                .get_or_insert_with(|| crate::infer::pointnet::DEFAULT_POINT_MODEL.into());
+            l.silence_timeout_ms.get_or_insert(1000);
+            if l.replay.is_some() {
+                l.port.get_or_insert(2368);
+            }
+            bound("lidar.threads", &mut l.threads, 1);
+            l.batch.get_or_insert(DEFAULT_LIDAR_BATCH);
+            l.max_range_m.get_or_insert(params.crop.max_range_m);
+            l.voxel_m.get_or_insert(params.voxel_m);
+            l.cluster_tolerance_m
+                .get_or_insert(params.cluster.tolerance_m);
+            l.min_points.get_or_insert(params.cluster.min_points);
+        }
+        Resolved { config: r, notes }
+    }
+}
+
+/// Why an MQTT client id cannot be used, if it cannot: brokers key persistent sessions by it,
+/// and the MQTT client panics on an empty one with a persistent session.
+pub fn client_id_problem(id: &str) -> Option<String> {
+    if id.trim().is_empty() {
+        return Some("is empty; give a stable id unique to this board (e.g. \"lookout-garage\"), or leave it out for the default".into());
+    }
+    if id.len() > 256 || id.chars().any(char::is_control) {
+        return Some("must be at most 256 printable characters".into());
+    }
+    None
+}
+
+/// Why `prefix` cannot start MQTT topic names, if it cannot: `#` and `+` are subscription
+/// wildcards, which a broker refuses in a published topic (the publisher would retry forever).
+pub fn topic_prefix_problem(prefix: &str) -> Option<String> {
+    if prefix.trim_matches('/').is_empty() {
+        return Some("is empty; give e.g. \"lookout/garage\"".into());
+    }
+    if prefix.contains(['#', '+']) {
+        return Some(format!(
+            "'{prefix}' contains the wildcard '#' or '+', which MQTT forbids in published topics; use e.g. \"lookout/garage\""
+        ));
+    }
+    if prefix.contains('\0') || prefix.len() > 1024 {
+        return Some("must be at most 1024 characters without NUL".into());
+    }
+    None
+}
+
+/// `url` with any user name and password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    match scheme {
+        Some(s) => format!("{s}://{authority}{path}"),
+        None => format!("{authority}{path}"),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod gpio;
 pub mod health;
 pub mod infer;
+pub mod limits;
 pub mod manifest;
 pub mod pipeline;
 pub mod preprocess;

@@ -177,6 +177,8 @@ pub struct PipelineSummary {
     /// Frames the capture replaced before inference took them (latest-frame-wins).
     pub frames_dropped: u64,
     pub source_errors: u64,
+    /// Frames delivered but undecodable (a broken MJPEG, a cut recording frame): skipped.
+    pub frames_corrupt: u64,
     /// Frames a trigger input held back.
     pub frames_gated: u64,
     pub sinks: Vec<SinkSummary>,
@@ -379,6 +381,10 @@ pub fn run(
     let mut delivered = 0u64;
     let mut gated = 0u64;
     let mut last_frame_at = Instant::now();
+    // Frames an in-order source could not deliver (a capture thread counts its own).
+    let mut every_errors = 0u64;
+    let mut corrupt = 0u64;
+    let mut last_error = String::new();
     let mut ready_sent = false;
     let mut failure = None;
     let stop_reason = loop {
@@ -404,7 +410,15 @@ pub fn run(
             Ok(Some(frame)) => frame,
             Ok(None) => break "the source ended".to_string(),
             Err(e) if e.is_transient() => {
-                if !healthy {
+                if let FrameInput::Every(_) = source {
+                    // An unreadable file in an offline replay: counted and named, then skipped.
+                    every_errors += 1;
+                    let message = e.to_string();
+                    if message != last_error {
+                        log::warn!("{message}; skipped");
+                        last_error = message;
+                    }
+                } else if !healthy {
                     log::warn!("{e}");
                 }
                 if let Some(h) = hooks.as_mut() {
@@ -434,7 +448,8 @@ pub fn run(
         let (input, lb) = match detector.prepare_raw(&frame, &mut converter) {
             Ok(prepared) => prepared,
             Err(e) => {
-                // A corrupt frame (e.g. a broken MJPEG) costs that frame only.
+                // A corrupt frame (e.g. a broken MJPEG) costs that frame only; it is counted.
+                corrupt += 1;
                 log::warn!("frame {}: {e}", frame.frame_id);
                 continue;
             }
@@ -518,7 +533,8 @@ pub fn run(
         },
         captured: capture.captured,
         frames_dropped: capture.dropped,
-        source_errors: capture.transient_errors,
+        source_errors: capture.transient_errors + every_errors,
+        frames_corrupt: corrupt,
         frames_gated: gated,
         sinks,
         latency_ms: latencies,

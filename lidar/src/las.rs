@@ -33,6 +33,27 @@ pub fn read_las(path: &Path) -> Result<LasCloud, SourceError> {
     let header = reader.header();
     let bounds = header.bounds();
     let declared_points = header.number_of_points();
+    // The header's point count is believed only as far as the file can hold it: a forged count
+    // would otherwise size the allocation (50 M points from a 5 KB file).
+    let record_len = u64::from(header.point_format().len());
+    let file_len = std::fs::metadata(path)
+        .map_err(|source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if declared_points
+        .checked_mul(record_len)
+        .is_none_or(|bytes| bytes > file_len)
+    {
+        return Err(SourceError::Format {
+            path: path.to_path_buf(),
+            expected: "LAS",
+            reason: format!(
+                "the header declares {declared_points} points of {record_len} bytes, more than the file's {file_len} bytes: the file is truncated or its header is corrupt"
+            ),
+        });
+    }
     let origin = [
         (bounds.min.x + bounds.max.x) / 2.0,
         (bounds.min.y + bounds.max.y) / 2.0,

@@ -89,6 +89,9 @@ pub struct SourceStats {
     pub clouds: u64,
     /// Waits for the sensor that timed out (a silent sensor).
     pub timeouts: u64,
+    /// Rotations with packets missing (lost to a flooded socket or a lossy link): marked
+    /// incomplete, and not handed out by live sources.
+    pub gapped_rotations: u64,
 }
 
 /// Why a source could not deliver. Each message names the file or device and what to check.
@@ -130,4 +133,10 @@ pub trait PointCloudSource {
 
     /// Counters of what was read, skipped and why.
     fn stats(&self) -> SourceStats;
+
+    /// When a source produced nothing: what its input looks like instead (e.g. which sensor
+    /// the packets of a capture seem to come from), for the user's next step.
+    fn no_data_hint(&self) -> Option<String> {
+        None
+    }
 }

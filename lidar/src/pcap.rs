@@ -212,6 +212,7 @@ pub struct VelodynePcapSource {
     ready: VecDeque<PointCloud>,
     stats: SourceStats,
     logged: LoggedOnce,
+    survey: PacketSurvey,
 }
 
 /// Bad input is logged once per kind (then only counted), so a broken capture cannot flood logs.
@@ -256,6 +257,7 @@ impl VelodynePcapSource {
             ready: VecDeque::new(),
             stats: SourceStats::default(),
             logged: LoggedOnce::default(),
+            survey: PacketSurvey::default(),
         })
     }
 
@@ -295,13 +297,21 @@ impl VelodynePcapSource {
                 Ok(clouds) => {
                     self.stats.packets += 1;
                     self.ready.extend(clouds);
+                    self.stats.gapped_rotations = self.assembler.gapped_rotations();
                 }
                 Err(e) => {
                     self.stats.malformed_packets += 1;
                     self.logged.malformed(&self.path.display().to_string(), &e);
                 }
             },
-            _ => self.stats.ignored_packets += 1,
+            Some(d) => {
+                self.stats.ignored_packets += 1;
+                self.survey.add(d.destination_port, d.payload.len());
+            }
+            None => {
+                self.stats.ignored_packets += 1;
+                self.survey.add_other();
+            }
         }
         Ok(())
     }
@@ -329,4 +339,92 @@ impl PointCloudSource for VelodynePcapSource {
     fn stats(&self) -> SourceStats {
         self.stats
     }
+
+    fn no_data_hint(&self) -> Option<String> {
+        (self.stats.packets == 0).then(|| {
+            format!(
+                "no Velodyne data packet (1206 bytes) to UDP port {} in {}: {}",
+                self.port,
+                self.path.display(),
+                self.survey.describe()
+            )
+        })
+    }
+}
+
+/// What the packets a Velodyne replay skipped look like: UDP (port, payload size) pairs and how
+/// often each came, so an empty replay can say which sensor the capture seems to hold.
+#[derive(Debug, Default)]
+pub struct PacketSurvey {
+    udp: std::collections::BTreeMap<(u16, usize), u64>,
+    other: u64,
+}
+
+impl PacketSurvey {
+    /// At most this many distinct (port, size) pairs are kept: enough to recognise a sensor.
+    const KINDS: usize = 64;
+
+    pub fn add(&mut self, port: u16, payload_len: usize) {
+        let key = (port, payload_len);
+        if self.udp.len() < Self::KINDS || self.udp.contains_key(&key) {
+            *self.udp.entry(key).or_default() += 1;
+        }
+    }
+
+    pub fn add_other(&mut self) {
+        self.other += 1;
+    }
+
+    /// One line: the most common UDP packets with the sensor they look like.
+    pub fn describe(&self) -> String {
+        if self.udp.is_empty() {
+            return format!(
+                "the capture holds no UDP packets ({} other records)",
+                self.other
+            );
+        }
+        let mut kinds: Vec<_> = self.udp.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        let listed: Vec<String> = kinds
+            .iter()
+            .take(4)
+            .map(|((port, len), n)| {
+                let guess = sensor_guess(*port, *len)
+                    .map_or(String::new(), |g| format!(", looks like {g}"));
+                format!("{n} UDP packets to port {port} of {len} bytes{guess}")
+            })
+            .collect();
+        let port_hint = kinds
+            .iter()
+            .find(|((_, len), _)| *len == crate::velodyne::DATA_PACKET_BYTES)
+            .map_or(String::new(), |((port, _), _)| {
+                format!("; Velodyne-sized packets go to port {port}: pass --port {port}")
+            });
+        format!(
+            "it holds {}{} ({} non-UDP records)",
+            listed.join("; "),
+            port_hint,
+            self.other
+        )
+    }
+}
+
+/// The sensor a UDP payload of this size (and port) usually comes from, from the vendors'
+/// published packet formats.
+fn sensor_guess(port: u16, len: usize) -> Option<&'static str> {
+    Some(match (port, len) {
+        (53, _) | (5353, _) => "DNS, not a sensor",
+        (_, 1206) => "Velodyne data",
+        (_, 512) => "Velodyne position (GPS) packets",
+        (_, 3392) => "Ouster OS-16 lidar data (legacy profile), not supported yet",
+        (_, 6464) => "Ouster OS-32 lidar data (legacy profile), not supported yet",
+        (_, 12608) => "Ouster OS-64 lidar data (legacy profile), not supported yet",
+        (_, 25216) => "Ouster OS-128 lidar data (legacy profile), not supported yet",
+        (7503, 48) | (_, 48) => "Ouster IMU packets",
+        (_, 1262) | (_, 1266) => "Hesai Pandar40P data, not supported yet",
+        (_, 1194) | (_, 1198) => "Hesai Pandar64 data, not supported yet",
+        (_, 1080) => "Hesai PandarXT-32 data, not supported yet",
+        (_, 1380) | (_, 1362) => "Livox point data, not supported yet",
+        _ => return None,
+    })
 }

@@ -81,6 +81,7 @@ impl PointCloudSource for VelodyneUdpSource {
                         Ok(clouds) => {
                             self.stats.packets += 1;
                             self.ready.extend(clouds.into_iter().filter(|c| c.complete));
+                            self.stats.gapped_rotations = self.assembler.gapped_rotations();
                         }
                         Err(e) => {
                             self.stats.malformed_packets += 1;

@@ -394,7 +394,19 @@ pub struct RotationAssembler {
     /// product byte can be checked against the packets' timing.
     held: Option<Vec<u8>>,
     timing_checked: bool,
+    /// The usual azimuth step between blocks, centidegrees (smoothed); a step far beyond it
+    /// means packets were lost (a flooded socket drops them), and the rotation is incomplete.
+    typical_step: Option<f32>,
+    /// Rotations finished with missing packets.
+    gapped_rotations: u64,
+    /// Whether the rotation being built lost packets.
+    current_gapped: bool,
 }
+
+/// A block-to-block azimuth step above this many times the usual one is a gap of lost packets.
+const GAP_FACTOR: f32 = 4.0;
+/// Steps above this (5°) are never learned as usual.
+const MAX_USUAL_STEP_CENTIDEG: i32 = 500;
 
 impl RotationAssembler {
     pub fn new(selection: ModelSelection, cut: CutAzimuth) -> RotationAssembler {
@@ -412,7 +424,15 @@ impl RotationAssembler {
             last_timestamp_us: None,
             held: None,
             timing_checked: !matches!(selection, ModelSelection::FromPacket),
+            typical_step: None,
+            gapped_rotations: 0,
+            current_gapped: false,
         }
+    }
+
+    /// Rotations that were finished with packets missing (marked incomplete).
+    pub fn gapped_rotations(&self) -> u64 {
+        self.gapped_rotations
     }
 
     pub fn model(&self) -> Option<VelodyneModel> {
@@ -482,14 +502,29 @@ impl RotationAssembler {
         let cut = *self
             .cut_centideg
             .get_or_insert(header.block_azimuth_centideg[0] as i32);
-        // Blocks where a new rotation begins.
+        // Blocks where a new rotation begins, and blocks after a gap of lost packets.
         let mut starts = [false; BLOCKS];
+        let mut gaps = [false; BLOCKS];
         for (block, &azimuth) in header.block_azimuth_centideg.iter().enumerate() {
             let azimuth = azimuth as i32;
             if let Some(previous) = self.previous_azimuth {
                 let step = (azimuth - previous).rem_euclid(FULL_TURN_CENTIDEG);
                 let to_cut = (cut - previous).rem_euclid(FULL_TURN_CENTIDEG);
                 starts[block] = step != 0 && to_cut != 0 && to_cut <= step;
+                if step > 0 {
+                    match self.typical_step {
+                        Some(usual) if step as f32 > GAP_FACTOR * usual.max(1.0) => {
+                            gaps[block] = true;
+                        }
+                        Some(usual) if step <= MAX_USUAL_STEP_CENTIDEG => {
+                            self.typical_step = Some(0.9 * usual + 0.1 * step as f32);
+                        }
+                        None if step <= MAX_USUAL_STEP_CENTIDEG => {
+                            self.typical_step = Some(step as f32);
+                        }
+                        _ => {}
+                    }
+                }
             }
             self.previous_azimuth = Some(azimuth);
         }
@@ -501,11 +536,19 @@ impl RotationAssembler {
         for (block, &start) in starts.iter().enumerate() {
             if start {
                 let mut done = std::mem::take(&mut self.current);
+                // A gap across the cut took the end of this rotation and the start of the next.
+                let gapped = self.current_gapped || gaps[block];
                 if !done.points.is_empty() {
-                    done.complete = self.current_complete;
+                    done.complete = self.current_complete && !gapped;
+                    if self.current_complete && gapped {
+                        self.gapped_rotations += 1;
+                    }
                     finished.push(done);
                 }
                 self.current_complete = true;
+                self.current_gapped = gaps[block];
+            } else if gaps[block] {
+                self.current_gapped = true;
             }
             while let Some(f) = firings.next_if(|f| f.block == block) {
                 let time_us = self.hour_base_us + f.time_us as u64;
@@ -531,6 +574,7 @@ impl RotationAssembler {
         }
         let cloud = std::mem::take(&mut self.current);
         self.current_complete = true;
+        self.current_gapped = false;
         (!cloud.points.is_empty()).then_some(cloud)
     }
 

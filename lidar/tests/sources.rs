@@ -154,6 +154,30 @@ fn live_udp_source_assembles_rotations_counts_junk_and_reports_silence() {
     );
 }
 
+/// A LAS header may claim any point count; the reader must believe it only as far as the file
+/// holds records (a 5 KB file declaring 50 M points once took 1.3 GB; 0xFFFFFFF0 aborted).
+#[cfg(feature = "las")]
+#[test]
+fn las_header_declaring_more_points_than_the_file_holds_is_refused_without_allocating() {
+    use lookout_lidar::las::read_las;
+    let bytes = std::fs::read(common::fixture("autzen.las")).expect("fixture");
+    assert_eq!(&bytes[24..26], &[1, 2], "autzen.las is LAS 1.2");
+    let dir = temp_dir("las-forged");
+    for declared in [50_000_000u32, 0xFFFF_FFF0] {
+        let mut forged = bytes.clone();
+        // LAS 1.2: legacy number of point records, a u32 at byte 107.
+        forged[107..111].copy_from_slice(&declared.to_le_bytes());
+        let path = dir.join(format!("forged-{declared}.las"));
+        std::fs::write(&path, &forged).expect("write");
+        let err = read_las(&path).expect_err("forged count").to_string();
+        assert!(
+            err.contains(&format!("forged-{declared}.las"))
+                && err.contains(&format!("declares {declared} points")),
+            "{err}"
+        );
+    }
+}
+
 #[cfg(feature = "las")]
 #[test]
 fn las_file_reads_every_point_into_a_local_frame() {

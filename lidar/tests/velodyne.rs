@@ -460,3 +460,70 @@ fn a_vlp16_with_the_hdl32e_product_byte_is_recognised_by_its_timing() {
     while source.next_cloud().expect("reads").is_some() {}
     assert_eq!(source.model(), Some(VelodyneModel::Hdl32e));
 }
+
+/// A flooded socket loses packets; the rotation they belonged to must not pass as complete
+/// (it once did, with a tenth of its points).
+#[test]
+fn rotations_with_lost_packets_are_marked_incomplete_and_counted() {
+    let payloads = data_payloads(VLP16);
+    let assemble = |keep: &dyn Fn(usize) -> bool| {
+        let mut assembler = RotationAssembler::new(
+            ModelSelection::Fixed(VelodyneModel::Vlp16),
+            CutAzimuth::FirstPacket,
+        );
+        let mut clouds = Vec::new();
+        for (_, payload) in payloads.iter().enumerate().filter(|(i, _)| keep(*i)) {
+            clouds.extend(assembler.push(payload).expect("valid"));
+        }
+        (clouds, assembler.gapped_rotations())
+    };
+    // Every packet: one full rotation, no gap.
+    let (clouds, gapped) = assemble(&|_| true);
+    assert!(clouds[0].complete);
+    assert_eq!(gapped, 0);
+    // Ten packets (48° of azimuth) lost mid-turn.
+    let (clouds, gapped) = assemble(&|i| !(20..30).contains(&i));
+    assert!(!clouds.is_empty() && !clouds[0].complete);
+    assert_eq!(gapped, 1);
+    // Nine packets of ten lost, as under a flood.
+    let (clouds, gapped) = assemble(&|i| i % 10 == 0);
+    assert!(!clouds.is_empty() && clouds.iter().all(|c| !c.complete));
+    assert_eq!(gapped, 1);
+    // The HDL-32E capture (another block step) has no false gaps either.
+    let mut assembler = RotationAssembler::new(ModelSelection::FromPacket, CutAzimuth::FirstPacket);
+    for payload in data_payloads(HDL32E) {
+        assembler.push(&payload).expect("valid");
+    }
+    assert_eq!(assembler.gapped_rotations(), 0);
+}
+
+/// A capture without Velodyne data says what its packets look like instead.
+#[test]
+fn a_capture_without_velodyne_packets_names_what_it_holds() {
+    let dns: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 40]).collect();
+    let ouster: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; 12608]).collect();
+    let dir = temp_dir("no-velodyne");
+    for (name, payloads, port, expect) in [
+        ("dns.pcap", &dns, 53u16, "DNS"),
+        ("ouster.pcap", &ouster, 7502, "Ouster OS-64"),
+        (
+            "other-port.pcap",
+            &data_payloads(VLP16),
+            2369,
+            "--port 2369",
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, pcap_of(payloads, port, false)).expect("write");
+        let mut source = VelodynePcapSource::open(
+            &path,
+            ModelSelection::FromPacket,
+            CutAzimuth::FirstPacket,
+            None,
+        )
+        .expect("opens");
+        assert!(source.next_cloud().expect("reads").is_none());
+        let hint = source.no_data_hint().expect("a hint");
+        assert!(hint.contains(expect) && hint.contains(name), "{hint}");
+    }
+}

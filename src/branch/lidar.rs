@@ -164,16 +164,20 @@ impl LidarBranch {
         }
         let mut scan = 0u64;
         let mut pace: Option<(u64, Instant)> = None;
+        let mut silence = crate::source::lidar::SilenceReport::default();
         while !stop.load(Ordering::Relaxed) {
             let cloud = match self.source.next_cloud() {
-                Ok(Some(cloud)) => cloud,
+                Ok(Some(cloud)) => {
+                    silence.heard();
+                    cloud
+                }
                 Ok(None) => {
                     log::info!("lidar: the capture ended after {scan} scans");
                     break;
                 }
                 Err(e) if e.is_transient() => {
-                    // A silent sensor is reported and waited for, not fatal.
-                    log::warn!("lidar: {e}");
+                    // A silent sensor is reported and waited for, not fatal; reports thin out.
+                    silence.silent(&e);
                     continue;
                 }
                 Err(e) => {

@@ -191,6 +191,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         t.dedup();
         t
     };
+    // More threads than cores are lowered to the cores (and said), like every other command.
+    let mut threads: Vec<usize> = threads
+        .into_iter()
+        .map(|t| {
+            let (n, note) = lookout::limits::bound_threads("--threads", t);
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            if t == 0 {
+                0
+            } else {
+                n
+            }
+        })
+        .collect();
+    threads.dedup();
     if args.duration.is_some_and(|d| !(d > 0.0 && d < 86_400.0)) {
         bail!("--duration must be a positive number of seconds");
     }

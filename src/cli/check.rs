@@ -5,14 +5,9 @@
 //! exit status is 1 if there was any, so deploy scripts can run it before restarting the
 //! service.
 
-use super::{
-    default_threads, DEFAULT_LIDAR_BATCH, DEFAULT_MASK_FRAME_BYTES, DEFAULT_MAX_MASKS,
-    DEFAULT_MODEL, DEFAULT_SAM_MODEL,
-};
 use anyhow::Context;
 use lookout::config::BoardConfig;
-use lookout::decode::yolo::DecodeParams;
-use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
+use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier};
 use lookout::infer::sam::{SamModelPaths, SamSegmenter};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
@@ -50,7 +45,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
     let mut table = toml::Table::try_from(&resolved).context("cannot print the resolved config")?;
 
     let d = &resolved.detector;
-    let model = d.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    let model = d.model.as_deref().unwrap_or_default();
     let choice = ModelChoice::resolve(model);
     let mut facts = vec![format!("detector model file: {}", choice.path.display())];
     problems.file(
@@ -63,7 +58,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
             choice,
             d.input_size.map(|[w, h]| (w, h)),
             &EngineOptions {
-                threads: d.threads.unwrap_or(1),
+                threads: 1,
                 precision: d.precision.unwrap_or_default(),
             },
         ) {
@@ -132,12 +127,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
         }
     }
     if let Some(lidar) = &resolved.lidar {
-        let spec = lidar.classifier.as_deref().unwrap_or(DEFAULT_POINT_MODEL);
+        let spec = lidar.classifier.as_deref().unwrap_or_default();
         let choice = PointModelChoice::resolve(spec);
         if !args.no_load {
             if let Err(e) = PointNetClassifier::load(
                 &choice,
-                lidar.batch.unwrap_or(DEFAULT_LIDAR_BATCH),
+                lidar.batch.unwrap_or(1),
                 None,
                 &EngineOptions::threads(1),
             ) {
@@ -169,47 +164,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
     Ok(problems.0.is_empty())
 }
 
-/// The config with every default the runtime would apply filled in.
+/// The config as `lookout run` resolves it (the library's [`BoardConfig::resolved`]), with the
+/// MQTT section resolved the way its sink does.
 fn resolve(board: &BoardConfig, problems: &mut Problems) -> BoardConfig {
-    let mut r = board.clone();
-    r.board.device_id.get_or_insert(0);
-    let d = &mut r.detector;
-    let defaults = DecodeParams::default();
-    d.model.get_or_insert_with(|| DEFAULT_MODEL.to_string());
-    d.threads.get_or_insert_with(default_threads);
-    d.conf.get_or_insert(defaults.conf_threshold);
-    d.iou.get_or_insert(defaults.iou_threshold);
-    d.max_det.get_or_insert(defaults.max_det);
-    d.agnostic.get_or_insert(false);
-    d.precision.get_or_insert_with(Default::default);
-    r.segmenter.enabled.get_or_insert(false);
-    if board.segmenter.enabled == Some(true) {
-        let s = &mut r.segmenter;
-        s.model.get_or_insert_with(|| DEFAULT_SAM_MODEL.to_string());
-        s.max_masks.get_or_insert(DEFAULT_MAX_MASKS);
-        s.mask_frame_bytes.get_or_insert(DEFAULT_MASK_FRAME_BYTES);
-        s.interval_s.get_or_insert(0.0);
-        s.threads.get_or_insert(1);
-        s.precision.get_or_insert_with(Default::default);
+    let resolved = board.resolved();
+    for note in resolved.notes {
+        eprintln!("note: {note}");
     }
-    if let Some(l) = r.lidar.as_mut() {
-        let params = l.segment_params();
-        l.sensor.get_or_insert_with(|| "velodyne".into());
-        l.model.get_or_insert_with(|| "auto".into());
-        l.classifier
-            .get_or_insert_with(|| DEFAULT_POINT_MODEL.into());
-        l.silence_timeout_ms.get_or_insert(1000);
-        if l.replay.is_some() {
-            l.port.get_or_insert(2368);
-        }
-        l.threads.get_or_insert(1);
-        l.batch.get_or_insert(DEFAULT_LIDAR_BATCH);
-        l.max_range_m.get_or_insert(params.crop.max_range_m);
-        l.voxel_m.get_or_insert(params.voxel_m);
-        l.cluster_tolerance_m
-            .get_or_insert(params.cluster.tolerance_m);
-        l.min_points.get_or_insert(params.cluster.min_points);
-    }
+    let mut r = resolved.config;
     if let Some(m) = r.mqtt.as_mut() {
         resolve_mqtt(m, board.board.device_id.unwrap_or(0), problems);
     }

@@ -33,7 +33,7 @@ pub struct DetectArgs {
     #[arg(long)]
     pub iou: Option<f32>,
     /// Keep at most this many detections per image [default: 300].
-    #[arg(long)]
+    #[arg(long, value_parser = lookout::limits::parse_count)]
     pub max_det: Option<usize>,
     /// Network input WIDTHxHEIGHT, multiples of 32 (e.g. 640x384 for 16:9 frames).
     #[arg(long, value_parser = parse_size)]
@@ -42,8 +42,8 @@ pub struct DetectArgs {
     /// int8 (the model's quantized file, made by `quantize/int8 yolo11n`).
     #[arg(long, value_parser = lookout::infer::Precision::parse)]
     pub precision: Option<lookout::infer::Precision>,
-    /// Compute threads (default: all cores).
-    #[arg(long)]
+    /// Compute threads (default: all cores; more than the cores present are lowered to them).
+    #[arg(long, value_parser = lookout::limits::parse_count)]
     pub threads: Option<usize>,
     /// Only these classes, by name or id, comma-separated (e.g. person,dog,2).
     #[arg(long, value_delimiter = ',')]
@@ -117,6 +117,9 @@ pub struct SinkArgs<'a> {
     #[cfg_attr(not(feature = "serial"), allow(dead_code))]
     pub baud: u32,
     pub mqtt: Option<&'a str>,
+    /// Wait for a serial device that is absent at start (a service), instead of failing.
+    #[cfg_attr(not(feature = "serial"), allow(dead_code))]
+    pub wait_for_serial: bool,
 }
 
 /// Opens the sinks asked for: `--serial`, and `--mqtt` or the config's `[mqtt]` section.
@@ -133,7 +136,10 @@ pub fn open_sinks(
             use lookout::sink::serial::{SerialConfig, SerialPublisher};
             sinks.push(Sink {
                 name: "serial",
-                publisher: Box::new(SerialPublisher::open(SerialConfig::new(path, args.baud))?),
+                publisher: Box::new(SerialPublisher::open(SerialConfig {
+                    wait_for_device: args.wait_for_serial,
+                    ..SerialConfig::new(path, args.baud)
+                })?),
                 // A frame's bytes at 10 bits per byte.
                 seconds_per_message: lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64,
             });
@@ -321,8 +327,8 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
     let mut segmenter = if args.segment.segment || seg_cfg.enabled == Some(true) {
         let o = &args.segment;
         let budget_ms = o.segment_budget_ms.or(seg_cfg.budget_ms);
-        if budget_ms.is_some_and(|b| b.is_nan() || b <= 0.0) {
-            bail!("--segment-budget-ms must be above 0");
+        if let Some(b) = budget_ms.filter(|b| !(*b > 0.0 && *b <= 3_600_000.0)) {
+            bail!("--segment-budget-ms is {b}; use above 0 and at most 3600000 ms");
         }
         let sam_model = o
             .sam_model
@@ -361,6 +367,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         serial: args.serial.as_deref(),
         baud: args.baud,
         mqtt: args.mqtt.as_deref(),
+        wait_for_serial: false,
     };
     let mut sinks = open_sinks(&sink_args, &board, device_id)?;
     let mut builder = MessageBuilder::new(device_id);

@@ -14,6 +14,7 @@ use lookout::source::lidar::{open, parse_model, LidarInput};
 use lookout_lidar::process::SegmentParams;
 use lookout_lidar::velodyne::CutAzimuth;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +62,7 @@ pub struct LidarArgs {
     #[arg(long, default_value_t = super::DEFAULT_LIDAR_BATCH)]
     pub batch: usize,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = lookout::limits::parse_count)]
     pub threads: Option<usize>,
     /// Classifier precision: fp32 (default) or int8 (`<model>_int8.onnx`, committed for the
     /// built-in model; `quantize/int8 pointnet` remakes it).
@@ -101,7 +102,11 @@ fn open_publisher(args: &LidarArgs) -> anyhow::Result<Option<Box<dyn Publisher>>
     #[cfg(feature = "serial")]
     {
         use lookout::sink::serial::{SerialConfig, SerialPublisher};
-        let publisher = SerialPublisher::open(SerialConfig::new(path, args.baud))?;
+        // A live sensor runs like a service: wait for an adapter that enumerates late.
+        let publisher = SerialPublisher::open(SerialConfig {
+            wait_for_device: args.udp.is_some() || args.rplidar.is_some(),
+            ..SerialConfig::new(path, args.baud)
+        })?;
         Ok(Some(Box::new(publisher)))
     }
     #[cfg(not(feature = "serial"))]
@@ -196,21 +201,24 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
         }
     }
 
+    let stop = super::run::stop_flag()?;
+    let mut silence = lookout::source::lidar::SilenceReport::default();
     let mut scan = 0u64;
     loop {
-        if args.max_scans.is_some_and(|m| scan >= m) {
+        if args.max_scans.is_some_and(|m| scan >= m) || stop.load(Ordering::Relaxed) {
             break;
         }
         let cloud = match source.next_cloud() {
             Ok(Some(cloud)) => cloud,
             Ok(None) => break,
             Err(e) if live && e.is_transient() => {
-                // A silent sensor is reported and waited for, not fatal.
-                eprintln!("warning: {e}");
+                // A silent sensor is reported and waited for, not fatal; the reports thin out.
+                silence.silent(&e);
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
+        silence.heard();
         if !cloud.complete && !args.partial {
             continue;
         }
@@ -235,12 +243,19 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
     }
     let stats = source.stats();
     eprintln!(
-        "{scan} scans; packets {} decoded, {} ignored, {} malformed; {} truncated records; {} timeouts",
+        "{scan} scans; packets {} decoded, {} ignored, {} malformed; {} truncated records; {} timeouts; {} rotations with lost packets",
         stats.packets,
         stats.ignored_packets,
         stats.malformed_packets,
         stats.truncated_records,
-        stats.timeouts
+        stats.timeouts,
+        stats.gapped_rotations
     );
+    if scan == 0 && !stop.load(Ordering::Relaxed) {
+        if let Some(hint) = source.no_data_hint() {
+            eprintln!("error: {hint}");
+            return Ok(false);
+        }
+    }
     Ok(stats.malformed_packets == 0 && stats.truncated_records == 0)
 }

@@ -38,30 +38,53 @@ fn listen_mqtt(_url: &str, _args: &ListenArgs) -> anyhow::Result<()> {
     anyhow::bail!("{}", super::detect::NO_MQTT)
 }
 
+/// Largest message `listen` prints, bytes; larger ones are skipped and counted. lookout's own
+/// messages are far smaller; this keeps a stray retained blob on the same topics from flooding
+/// the terminal.
+#[cfg(feature = "mqtt")]
+const MAX_LISTEN_PAYLOAD: usize = 1 << 20;
+
+/// Set by SIGINT/SIGTERM: stop reading, print the summary.
+#[cfg(any(feature = "serial", feature = "mqtt"))]
+fn interrupted() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
 /// Subscribes with a clean session (a listener is a viewer, not a consumer that must catch
-/// up) and prints each message; postcard payloads are decoded, JSON ones passed through.
+/// up) and prints each message; postcard payloads are decoded, JSON ones passed through. A
+/// clean session forgets its subscriptions when the connection drops, so it subscribes again
+/// on every connection acknowledgement, not once.
 #[cfg(feature = "mqtt")]
 fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
-    use lookout::config::BrokerUrl;
+    use lookout::config::{redact_url, BrokerUrl};
     use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
+    let shown = redact_url(url);
     let broker = BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("--mqtt {e}"))?;
     if broker.tls {
         anyhow::bail!("lookout listen speaks plain MQTT only; use mosquitto_sub for mqtts://");
     }
+    let stop = interrupted()?;
     let id = format!("lookout-listen-{}", std::process::id());
     let mut options = MqttOptions::new(id, &broker.host, broker.port);
     options.set_keep_alive(Duration::from_secs(10));
-    options.set_max_packet_size(1 << 20, 1 << 20);
+    // Accept any packet MQTT allows (remaining length < 256 MB): a packet over the client's
+    // limit is a protocol error that drops the connection, and a retained one would come back
+    // on every reconnect. Oversize messages are skipped below instead.
+    options.set_max_packet_size(268_435_460, 1 << 20);
     let (client, mut connection) = Client::new(options, 16);
-    client.subscribe(&args.topic, QoS::AtLeastOnce)?;
     let mut names = ClassNames::new();
-    let (mut received, mut rejected) = (0u64, 0u64);
+    let (mut received, mut rejected, mut oversize) = (0u64, 0u64, 0u64);
     let mut last_valid = Instant::now();
     let mut last_error = String::new();
     loop {
-        if args.count.is_some_and(|c| received >= c) {
+        if args.count.is_some_and(|c| received >= c) || stop.load(Ordering::Relaxed) {
             break;
         }
         if args
@@ -76,6 +99,14 @@ fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
             Err(_) => continue, // nothing within the timeout
         };
         match event {
+            Ok(Event::Incoming(Incoming::Publish(p))) if p.payload.len() > MAX_LISTEN_PAYLOAD => {
+                oversize += 1;
+                log::warn!(
+                    "{}: {} bytes skipped (over {MAX_LISTEN_PAYLOAD}; not a lookout message)",
+                    p.topic,
+                    p.payload.len()
+                );
+            }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 let line = if p.payload.first() == Some(&b'{') {
                     serde_json::from_slice::<serde_json::Value>(&p.payload).ok()
@@ -102,21 +133,24 @@ fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
                 }
             }
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                log::info!("connected to {url}");
+                log::info!("connected to {shown}; subscribing to {}", args.topic);
+                client.try_subscribe(&args.topic, QoS::AtLeastOnce)?;
                 last_error.clear();
             }
             Ok(_) => {}
             Err(e) => {
                 let why = e.to_string();
                 if why != last_error {
-                    log::warn!("mqtt {url}: {why}; retrying");
+                    log::warn!("mqtt {shown}: {why}; retrying");
                     last_error = why;
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
-    eprintln!("listen: {received} messages, {rejected} payloads rejected");
+    eprintln!(
+        "listen: {received} messages, {rejected} payloads rejected, {oversize} oversize skipped"
+    );
     Ok(())
 }
 
@@ -148,8 +182,11 @@ fn listen_serial(path: &str, args: &ListenArgs) -> anyhow::Result<()> {
     let mut last_valid = Instant::now();
     let mut backoff = Duration::from_millis(50);
     let mut buf = [0u8; 1024];
+    let stop = interrupted()?;
     loop {
-        if args.count.is_some_and(|c| received >= c) {
+        if args.count.is_some_and(|c| received >= c)
+            || stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
             break;
         }
         if args

@@ -70,11 +70,11 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 }
 
-/// The model used when neither the command line nor a board config names one.
-pub const DEFAULT_MODEL: &str = "yolo11n";
-/// MobileSAM's files unless `--sam-model` or `segmenter.model` say otherwise:
-/// `<prefix>_encoder.onnx` and `<prefix>_decoder.onnx`.
-pub const DEFAULT_SAM_MODEL: &str = "models/mobilesam";
+pub use lookout::config::defaults::{
+    DEFAULT_LIDAR_BATCH, DEFAULT_MASK_FRAME_BYTES, DEFAULT_MAX_MASKS, DEFAULT_MODEL,
+    DEFAULT_SAM_MODEL,
+};
+
 /// The MobileSAM files prefix `spec` names, if it names one: `mobilesam` (the default files)
 /// or a prefix with a `PREFIX_encoder.onnx` beside it.
 pub fn sam_prefix(spec: &str) -> Option<String> {
@@ -85,13 +85,6 @@ pub fn sam_prefix(spec: &str) -> Option<String> {
         .exists()
         .then(|| spec.to_string())
 }
-
-/// Masks per frame, at most, unless configured.
-pub const DEFAULT_MAX_MASKS: usize = 10;
-/// Largest serial frame for one mask, bytes, unless configured.
-pub const DEFAULT_MASK_FRAME_BYTES: usize = 1024;
-/// Clusters per PointNet batch, unless configured.
-pub const DEFAULT_LIDAR_BATCH: usize = 8;
 
 /// Model options shared by the commands that load a detector.
 #[derive(Debug, Clone, clap::Args)]
@@ -116,7 +109,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 /// Compute threads to use by default: every core this process may run on.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    lookout::limits::cores()
 }
 
 /// Where default sample frames live (the committed photos).

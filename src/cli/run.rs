@@ -4,16 +4,12 @@
 //! SIGINT/SIGTERM arrives; then flushes the sinks, says `offline`, and prints a summary.
 
 use super::detect::{open_sinks, resolve_classes, SinkArgs};
-use super::{
-    default_threads, DEFAULT_LIDAR_BATCH, DEFAULT_MASK_FRAME_BYTES, DEFAULT_MAX_MASKS,
-    DEFAULT_MODEL, DEFAULT_SAM_MODEL,
-};
 use anyhow::{bail, Context};
 use lookout::branch::lidar::LidarBranch;
 use lookout::branch::segment::SegmenterBranch;
 use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
-use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
+use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier};
 use lookout::infer::sam::{SamModelPaths, SamSegmenter, SegmentBudget};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
@@ -35,7 +31,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub replay: Option<PathBuf>,
     /// With --replay: frames per second (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, value_parser = lookout::limits::parse_fps)]
     pub fps: Option<f64>,
     /// With --replay: start over at the end.
     #[arg(long)]
@@ -44,7 +40,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub frames: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = lookout::limits::parse_run_seconds)]
     pub duration: Option<f64>,
     /// Publish on this serial device too.
     #[arg(long)]
@@ -54,8 +50,8 @@ pub struct RunArgs {
     /// Publish to this MQTT broker (overrides the config's mqtt.url).
     #[arg(long)]
     pub mqtt: Option<String>,
-    /// Seconds between status messages.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds between status messages (0.1 to 86400).
+    #[arg(long, default_value_t = 5.0, value_parser = lookout::limits::parse_interval_seconds)]
     pub status_interval: f64,
     /// Do not print a JSON line per frame.
     #[arg(long)]
@@ -63,7 +59,7 @@ pub struct RunArgs {
 }
 
 /// Set by SIGINT/SIGTERM: the pipeline finishes the frame in hand, then shuts down cleanly.
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+pub(super) fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -73,7 +69,12 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<bool> {
-    let board = BoardConfig::load(&args.config)?;
+    // The same resolution `lookout check` prints: defaults filled in, thread counts bounded.
+    let resolved = BoardConfig::load(&args.config)?.resolved();
+    for note in &resolved.notes {
+        log::warn!("{}: {note}", args.config.display());
+    }
+    let board = resolved.config;
     let stop = stop_flag()?;
     // Live and paced sources run behind latest-frame-wins; an unpaced replay hands over
     // every frame in order (offline processing: nothing is gained by dropping).
@@ -84,6 +85,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
                 fps: args.fps,
                 looping: args.r#loop,
             };
+            replay
+                .validate()
+                .map_err(|(key, problem)| anyhow::anyhow!("--replay/--fps ({key}) {problem}"))?;
             (replay.open()?, args.fps.is_some())
         }
         (None, Some(replay), _) => (replay.open()?, replay.fps.is_some()),
@@ -94,22 +98,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         ),
     };
     let d = &board.detector;
-    let model = d.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    // Resolved: every `unwrap_or_default` below only satisfies the type.
+    let model = d.model.as_deref().unwrap_or_default();
     let mut detector = YoloDetector::load(
         ModelChoice::resolve(model),
         d.input_size.map(|[w, h]| (w, h)),
         &EngineOptions {
-            threads: d.threads.unwrap_or_else(default_threads).max(1),
+            threads: d.threads.unwrap_or_default(),
             precision: d.precision.unwrap_or_default(),
         },
     )?;
     let origin = format!("detector.classes of {}", args.config.display());
-    let defaults = DecodeParams::default();
     let params = DecodeParams {
-        conf_threshold: d.conf.unwrap_or(defaults.conf_threshold),
-        iou_threshold: d.iou.unwrap_or(defaults.iou_threshold),
-        max_det: d.max_det.unwrap_or(defaults.max_det),
-        agnostic: d.agnostic.unwrap_or(false),
+        conf_threshold: d.conf.unwrap_or_default(),
+        iou_threshold: d.iou.unwrap_or_default(),
+        max_det: d.max_det.unwrap_or_default(),
+        agnostic: d.agnostic.unwrap_or_default(),
         classes: resolve_classes(
             d.classes.as_deref().unwrap_or_default(),
             detector.class_names(),
@@ -126,6 +130,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         serial: args.serial.as_deref(),
         baud: args.baud,
         mqtt: args.mqtt.as_deref(),
+        // A service waits for its adapter, as for its camera.
+        wait_for_serial: true,
     };
     let sinks = open_sinks(&sink_args, &board, device_id)?
         .into_iter()
@@ -139,7 +145,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         device_id,
         model_name: model.to_string(),
         params,
-        status_interval: Duration::from_secs_f64(args.status_interval.max(0.1)),
+        // Both bounded by their command-line parsers (lookout::limits).
+        status_interval: Duration::from_secs_f64(args.status_interval),
         max_frames: args.frames,
         max_duration: args.duration.map(Duration::from_secs_f64),
         frame_timeout: Duration::from_secs(2),
@@ -171,6 +178,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         on_frame,
     )?;
     eprintln!("{}", serde_json::to_string(&summary)?);
+    let failed = summary.source_errors + summary.frames_corrupt;
+    if summary.frames == 0 && failed > 0 {
+        // Every frame the source offered failed: a run that processed nothing is a failure.
+        eprintln!(
+            "error: no frame was processed: all {failed} frames of the source failed to read or decode (see the warnings above)"
+        );
+        return Ok(false);
+    }
     Ok(summary.sinks.iter().all(|s| s.drained))
 }
 
@@ -208,7 +223,7 @@ fn segmenter_branch(
     if s.enabled != Some(true) {
         return Ok(None);
     }
-    let prefix = s.model.as_deref().unwrap_or(DEFAULT_SAM_MODEL);
+    let prefix = s.model.as_deref().unwrap_or_default();
     let sam = SamSegmenter::load(
         &SamModelPaths::from_prefix(prefix),
         &EngineOptions {
@@ -221,7 +236,7 @@ fn segmenter_branch(
     Ok(Some(SegmenterBranch {
         sam,
         budget: SegmentBudget {
-            max_masks: s.max_masks.unwrap_or(DEFAULT_MAX_MASKS),
+            max_masks: s.max_masks.unwrap_or_default(),
             classes: resolve_classes(
                 s.classes.as_deref().unwrap_or_default(),
                 class_names,
@@ -229,7 +244,7 @@ fn segmenter_branch(
             )?,
             time_budget: s.budget_ms.map(|ms| Duration::from_secs_f64(ms / 1e3)),
         },
-        mask_frame_bytes: s.mask_frame_bytes.unwrap_or(DEFAULT_MASK_FRAME_BYTES),
+        mask_frame_bytes: s.mask_frame_bytes.unwrap_or_default(),
         interval: Duration::from_secs_f64(s.interval_s.unwrap_or(0.0)),
     }))
 }
@@ -246,10 +261,10 @@ fn lidar_branch(board: &BoardConfig, args: &RunArgs) -> anyhow::Result<Option<Li
         );
     };
     let source = lookout::source::lidar::open(&input)?;
-    let spec = section.classifier.as_deref().unwrap_or(DEFAULT_POINT_MODEL);
+    let spec = section.classifier.as_deref().unwrap_or_default();
     let classifier = PointNetClassifier::load(
         &PointModelChoice::resolve(spec),
-        section.batch.unwrap_or(DEFAULT_LIDAR_BATCH),
+        section.batch.unwrap_or(1),
         None,
         &EngineOptions::threads(section.threads.unwrap_or(1)),
     )

@@ -41,7 +41,7 @@ pub struct SegmentArgs {
     #[arg(long, value_parser = lookout::infer::Precision::parse, default_value = "fp32")]
     pub precision: lookout::infer::Precision,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = lookout::limits::parse_count)]
     pub threads: Option<usize>,
     /// "Everything" mode instead of a prompt: a grid of N×N points, SAM's IoU and stability
     /// filters and mask-box NMS; prints every mask kept.
@@ -80,8 +80,8 @@ fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
     if side == 0 || side > 64 {
         bail!("--everything takes the grid's points per side, 1 to 64 (SAM uses 32)");
     }
-    if args.budget_ms.is_some_and(|b| b.is_nan() || b <= 0.0) {
-        bail!("--budget-ms must be above 0");
+    if let Some(b) = args.budget_ms.filter(|b| !(*b > 0.0 && *b <= 3_600_000.0)) {
+        bail!("--budget-ms is {b}; use above 0 and at most 3600000 ms");
     }
     let frame = load_frame(&args.image, 0)?;
     let (mut sam, load) = load_model(args)?;

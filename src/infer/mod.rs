@@ -441,9 +441,13 @@ fn runnable(
     options: &EngineOptions,
 ) -> TractResult<(Arc<TypedRunnableModel>, TypedSimpleState)> {
     let typed = typed.into_optimized()?;
+    // Every compute thread count of every command passes here: bound it by the cores present.
+    let (threads, lowered) = crate::limits::bound_threads("threads", options.threads);
+    if let Some(note) = lowered {
+        log::warn!("{note}");
+    }
     let run_options = RunOptions {
-        executor: (options.threads > 1)
-            .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
+        executor: (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads)),
         ..RunOptions::default()
     };
     let plan = typed.into_runnable_with_options(&run_options)?;

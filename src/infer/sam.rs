@@ -184,7 +184,7 @@ impl SamModelPaths {
 }
 
 const EXPORT_HINT: &str =
-    "export it with `quantize/export_mobilesam.py` (see README, section Segment)";
+    "export it with `quantize/export_mobilesam.py` (see docs/segmentation.md)";
 
 /// The image as the encoder wants it: resized so the longest side is 1024 (bilinear with
 /// antialiasing, as SAM's PIL-based `ResizeLongestSide`), normalised with SAM's mean/std,
@@ -521,8 +521,11 @@ impl SegmenterSection {
         if self.max_masks == Some(0) {
             return Err(("segmenter.max_masks", "must be at least 1".into()));
         }
-        if let Some(b) = self.budget_ms.filter(|b| b.is_nan() || *b <= 0.0) {
-            return Err(("segmenter.budget_ms", format!("is {b}; it must be above 0")));
+        if let Some(b) = self.budget_ms.filter(|b| !(*b > 0.0 && *b <= 3_600_000.0)) {
+            return Err((
+                "segmenter.budget_ms",
+                format!("is {b}; use above 0 and at most 3600000 ms (leave it out for no budget)"),
+            ));
         }
         if let Some(s) = self.interval_s.filter(|s| !(*s >= 0.0 && *s <= 3600.0)) {
             return Err((

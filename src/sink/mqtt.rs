@@ -108,6 +108,20 @@ pub enum MqttError {
     Thread(std::io::Error),
 }
 
+/// A warning when the secret at `path` can be read by its group or by others.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "MQTT password file {} can be read by other users (mode {:o}): `chmod 600 {}` (owner: the user lookout runs as)",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
 impl MqttConfig {
     /// Defaults for `url` and this device; every setting can then be changed.
     pub fn new(url: &str, device_id: u16) -> Result<MqttConfig, MqttError> {
@@ -165,6 +179,9 @@ impl MqttConfig {
                         path: path.clone(),
                         source,
                     })?;
+                if let Some(warning) = readable_by_others(path) {
+                    log::warn!("{warning}");
+                }
                 Some(Secret(text.lines().next().unwrap_or("").to_string()))
             }
             (None, Some(var)) => Some(Secret(

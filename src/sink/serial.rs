@@ -7,6 +7,7 @@ use super::{frame, PublishError, Publisher, PublisherStats};
 use lookout_wire::Message;
 use std::collections::VecDeque;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -23,6 +24,9 @@ pub struct SerialConfig {
     pub write_timeout: Duration,
     /// Longest wait between attempts to reopen a vanished device.
     pub max_backoff: Duration,
+    /// A device absent at start is waited for (with the same back-off as an unplugged one)
+    /// instead of failing: a service must not fail because a USB adapter enumerates late.
+    pub wait_for_device: bool,
 }
 
 impl SerialConfig {
@@ -33,6 +37,7 @@ impl SerialConfig {
             queue_len: 256,
             write_timeout: Duration::from_millis(500),
             max_backoff: Duration::from_secs(5),
+            wait_for_device: false,
         }
     }
 }
@@ -92,12 +97,24 @@ fn open(config: &SerialConfig) -> Result<Box<dyn serialport::SerialPort>, Serial
 }
 
 impl SerialPublisher {
-    /// Opens the port now (so a wrong path fails at start-up) and starts the writer thread.
+    /// Opens the port now (so a wrong path fails at start-up, unless `wait_for_device` and the
+    /// device is merely absent) and starts the writer thread.
     pub fn open(config: SerialConfig) -> Result<SerialPublisher, SerialError> {
         if config.baud == 0 {
             return Err(SerialError::Baud { path: config.path });
         }
-        let port = open(&config)?;
+        let port = match open(&config) {
+            Ok(port) => Some(port),
+            Err(e) if config.wait_for_device && !Path::new(&config.path).exists() => {
+                log::warn!(
+                    "serial {} is not present; waiting for it (frames are queued meanwhile, the oldest dropped beyond {}): {e}",
+                    config.path,
+                    config.queue_len
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::with_capacity(config.queue_len)),
             wake: Condvar::new(),
@@ -131,8 +148,12 @@ impl SerialPublisher {
 }
 
 /// The writer thread: drains the queue into the port, reopening it when it goes away.
-fn writer(shared: Arc<Shared>, config: SerialConfig, port: Box<dyn serialport::SerialPort>) {
-    let mut port = Some(port);
+fn writer(
+    shared: Arc<Shared>,
+    config: SerialConfig,
+    port: Option<Box<dyn serialport::SerialPort>>,
+) {
+    let mut port = port;
     let mut backoff = Duration::from_millis(50);
     // A leading delimiter flushes whatever partial frame the reader holds.
     let mut needs_flush_byte = true;

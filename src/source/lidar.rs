@@ -337,3 +337,36 @@ mod tests {
         assert!(err.to_string().contains("prot"), "{err}");
     }
 }
+
+/// Reports a silent sensor without flooding the log: the first silence at once, then after
+/// 10 s, 20 s, 40 s ... (at most every 10 minutes) of continued silence, with how long it lasted.
+#[derive(Default)]
+pub struct SilenceReport {
+    since: Option<std::time::Instant>,
+    next_report_s: u64,
+}
+
+impl SilenceReport {
+    pub fn silent(&mut self, e: &lookout_lidar::SourceError) {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        let silent_s = since.elapsed().as_secs();
+        if silent_s >= self.next_report_s {
+            if self.next_report_s == 0 {
+                log::warn!("{e}");
+            } else {
+                log::warn!("still no data after {silent_s} s: {e}");
+            }
+            self.next_report_s = (self.next_report_s * 2).clamp(10, 600).max(silent_s + 1);
+        }
+    }
+
+    pub fn heard(&mut self) {
+        if let Some(since) = self.since.take() {
+            log::warn!(
+                "the LiDAR is back after {:.1} s of silence",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        self.next_report_s = 0;
+    }
+}

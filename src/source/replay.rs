@@ -124,13 +124,43 @@ pub fn load_frame(path: &Path, frame_id: u64) -> Result<Frame, ImageError> {
         .with_guessed_format()
         .map_err(|e| unreadable(e.to_string()))?;
     reader.limits(limits_for_decode());
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let image = reader.decode().map_err(|e| classify(path, e))?.into_rgb8();
+    if is_jpeg && !jpeg_is_whole(path) {
+        // The decoder fills a cut JPEG's missing rows without an error; say so.
+        log::warn!(
+            "{}: JPEG is truncated (no end-of-image marker): the missing lower part decodes as grey",
+            path.display()
+        );
+    }
     Ok(Frame {
         frame_id,
         timestamp_us,
         origin: path.display().to_string(),
         image,
     })
+}
+
+/// Whether a JPEG file ends with the end-of-image marker (FF D9), trailing padding allowed.
+fn jpeg_is_whole(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return true;
+    };
+    let mut tail = [0u8; 64];
+    let len = file.metadata().map_or(0, |m| m.len());
+    let n = len.min(tail.len() as u64);
+    if file.seek(SeekFrom::Start(len - n)).is_err()
+        || file.read_exact(&mut tail[..n as usize]).is_err()
+    {
+        return true;
+    }
+    let tail = &tail[..n as usize];
+    let end = tail
+        .iter()
+        .rposition(|&b| b != 0 && !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    tail[..end].ends_with(&[0xFF, 0xD9])
 }
 
 /// Image files as a [`FrameSource`]: each file decoded to an RGB frame, stamped with the
