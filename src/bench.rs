@@ -297,7 +297,7 @@ fn run_pipeline(
     spec: &BenchSpec,
     photos: &[RgbImage],
 ) -> Result<PipelineBench, ModelError> {
-    use crate::pipeline::{self, Branches, FrameInput, NamedSink, PipelineOptions};
+    use crate::pipeline::{Branches, FrameInput, NamedSink, Pipeline, PipelineOptions};
     let (format, w, h) = spec.camera;
     let source = SimulatedCamera {
         frames: camera_frames(photos, spec.camera),
@@ -317,17 +317,18 @@ fn run_pipeline(
         max_duration: spec.duration,
         frame_timeout: Duration::from_secs(10),
     };
-    let summary = pipeline::run(
-        FrameInput::Every(Box::new(source)),
-        detector,
-        crate::track::Tracker::new(crate::track::TrackerConfig::default()),
-        vec![sink],
-        None,
-        Branches::default(),
-        &options,
-        &std::sync::atomic::AtomicBool::new(false),
-        Box::new(|_| {}),
-    )
+    let mut frames = crate::infer::detector::YoloFrames::new(detector);
+    let summary = Pipeline {
+        source: FrameInput::Every(Box::new(source)),
+        detector: &mut frames,
+        tracker: crate::track::Tracker::new(crate::track::TrackerConfig::default()),
+        sinks: vec![sink],
+        hooks: None,
+        branches: Branches::default(),
+        options,
+        clock: std::sync::Arc::new(crate::clock::MonotonicClock),
+    }
+    .run(&std::sync::atomic::AtomicBool::new(false), Box::new(|_| {}))
     .map_err(|e| ModelError::Run {
         path: spec.model.path.clone(),
         reason: format!("pipeline: {e}"),

@@ -48,6 +48,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// `CLOCK_MONOTONIC` in µs, the clock cameras stamp frames with ([`crate::source::monotonic_us`]),
+/// so a frame's age is `now_us() - frame.timestamp_us`: the clock of the live pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now_us(&self) -> u64 {
+        crate::source::monotonic_us()
+    }
+}
+
 /// A clock that moves only when told to; shareable across threads (`Arc<ManualClock>`).
 #[derive(Debug, Default)]
 pub struct ManualClock {

@@ -177,14 +177,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(path) => Some(BoardConfig::load(path)?),
         None => None,
     };
+    // What the config says (its unset keys leave bench's sweep in place) and the same config
+    // resolved as `lookout run` resolves it (defaults filled in, threads bounded).
     let detector = board
         .as_ref()
         .map(|b| b.detector.clone())
         .unwrap_or_default();
+    let resolved = board
+        .as_ref()
+        .map(|b| b.resolved().config.detector)
+        .unwrap_or_default();
     let camera = board.as_ref().and_then(|b| b.camera.clone());
     let threads = if !args.threads.is_empty() {
         args.threads.clone()
-    } else if let Some(t) = detector.threads {
+    } else if let (Some(_), Some(t)) = (detector.threads, resolved.threads) {
         vec![t]
     } else {
         let mut t = vec![1, default_threads()];
@@ -226,12 +232,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .or(camera.as_ref().map(|c| (c.width, c.height)))
         .unwrap_or((1280, 720));
     let precisions = if args.precision.is_empty() {
-        vec![detector.precision.unwrap_or_default()]
+        vec![resolved.precision.unwrap_or_default()]
     } else {
         args.precision.clone()
     };
     let models = if args.models.is_empty() {
-        vec![detector
+        vec![resolved
             .model
             .clone()
             .unwrap_or_else(|| super::DEFAULT_MODEL.to_string())]

@@ -7,13 +7,15 @@ use super::detect::{open_sinks, resolve_classes, SinkArgs};
 use anyhow::{bail, Context};
 use lookout::branch::lidar::LidarBranch;
 use lookout::branch::segment::SegmenterBranch;
+use lookout::clock::MonotonicClock;
 use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
+use lookout::infer::detector::YoloFrames;
 use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier};
 use lookout::infer::sam::{SamModelPaths, SamSegmenter, SegmentBudget};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
-use lookout::pipeline::{self, Branches, FrameInput, NamedSink, PipelineOptions, Report};
+use lookout::pipeline::{self, Branches, FrameInput, NamedSink, Pipeline, PipelineOptions, Report};
 use lookout::source::camera::{open_camera, ReplaySection};
 use lookout::source::latest::LatestFrame;
 use lookout::track::Tracker;
@@ -166,17 +168,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
     } else {
         FrameInput::Every(source)
     };
-    let summary = pipeline::run(
+    let mut detector = YoloFrames::new(&mut detector);
+    let pipeline = Pipeline {
         source,
-        &mut detector,
-        Tracker::new(board.tracker),
+        detector: &mut detector,
+        tracker: Tracker::new(board.tracker),
         sinks,
         hooks,
         branches,
-        &options,
-        &stop,
-        on_frame,
-    )?;
+        options,
+        clock: Arc::new(MonotonicClock),
+    };
+    let summary = pipeline.run(&stop, on_frame)?;
     eprintln!("{}", serde_json::to_string(&summary)?);
     let failed = summary.source_errors + summary.frames_corrupt;
     if summary.frames == 0 && failed > 0 {

@@ -2,6 +2,7 @@
 //! running it, and reporting what tract chose (ISA, matrix-multiply kernels). Model families
 //! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
+pub mod detector;
 pub mod pointnet;
 pub mod sam;
 pub mod yolo;

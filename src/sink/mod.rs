@@ -1,6 +1,7 @@
 //! Where messages go. Every sink implements [`Publisher`]: `publish` only queues, so inference
 //! never waits on a slow link; each sink counts what it sent and what it had to drop.
 
+pub mod broker;
 pub mod json;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;

@@ -16,9 +16,9 @@
 //! so it cross-compiles with the plain gcc toolchains (rumqttc's default, aws-lc, needs cmake
 //! and clang and minutes more build).
 
+use super::broker::{BrokerUrl, MqttSection, PayloadFormat};
 use super::json::{message_json, ClassNames};
 use super::{PublishError, Publisher, PublisherStats};
-use crate::config::{BrokerUrl, MqttSection, PayloadFormat};
 use lookout_wire::{Body, Header, Message, Status, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, LastWill,
