@@ -436,9 +436,8 @@ fn f16_pays(node: &TypedNode) -> bool {
     if name == "Resize" || name == "NearestUpsample" {
         return false;
     }
-    !node
-        .op_as::<tract_onnx::tract_core::ops::cnn::Conv>()
-        .is_some_and(|conv| conv.group > 1)
+    node.op_as::<tract_onnx::tract_core::ops::cnn::Conv>()
+        .is_none_or(|conv| conv.group <= 1)
 }
 
 /// The int8 twin `quantize/int8` writes beside a model file, `<stem>_int8.onnx`.
