@@ -163,6 +163,7 @@ fn values_check_accepted_and_run_panicked_on_are_refused_by_check() {
             !o.status.success() && err.contains(flag) && err.contains(value),
             "{flag} {value}: {err}"
         );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     let o = lookout(&["detect", &chelsea(), "--max-det", "0"]);
     assert!(!o.status.success() && stderr(&o).contains("--max-det"));
