@@ -12,7 +12,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // A bad value (`--duration inf`) is one line naming the flag, the value and the range;
         // other parse errors keep clap's usage lines, which list what is missing.
-        Err(e) if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) =>
+        {
             let text = e.render().to_string();
             eprintln!("{}", text.lines().next().unwrap_or_default());
             return ExitCode::from(2);
