@@ -11,6 +11,7 @@ use crate::infer::Precision;
 use crate::infer::{EngineOptions, ModelError};
 use crate::sink::{PublishError, Publisher, PublisherStats};
 use crate::source::{FrameSource, PixelFormat, RawFrame};
+use crate::stats::{ms, Percentiles};
 use image::RgbImage;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,38 +36,6 @@ pub struct BenchSpec {
     /// camera of this format and size.
     pub pipeline_frames: usize,
     pub camera: (PixelFormat, u32, u32),
-}
-
-/// Latency distribution of one stage, in milliseconds.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub mean: f64,
-}
-
-impl Percentiles {
-    /// Nearest-rank percentiles of `samples` (empty → all zero).
-    pub fn of(samples: &[Duration]) -> Percentiles {
-        if samples.is_empty() {
-            return Percentiles {
-                p50: 0.0,
-                p90: 0.0,
-                p99: 0.0,
-                mean: 0.0,
-            };
-        }
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        ms.sort_by(f64::total_cmp);
-        let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-        Percentiles {
-            p50: rank(0.50),
-            p90: rank(0.90),
-            p99: rank(0.99),
-            mean: ms.iter().sum::<f64>() / ms.len() as f64,
-        }
-    }
 }
 
 /// Results for one configuration.
@@ -192,8 +161,8 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         precision: detector.engine().precision(),
         threads: spec.threads,
         iters: times.len(),
-        load_ms: load.as_secs_f64() * 1e3,
-        first_inference_ms: first.as_secs_f64() * 1e3,
+        load_ms: ms(load),
+        first_inference_ms: ms(first),
         preprocess_ms: Percentiles::of(&stage(|t| t.preprocess)),
         inference_ms: Percentiles::of(&stage(|t| t.inference)),
         decode_ms: Percentiles::of(&stage(|t| t.decode)),
@@ -401,8 +370,8 @@ fn model_bench(
         precision,
         threads,
         iters: runs.len(),
-        load_ms: load.as_secs_f64() * 1e3,
-        first_ms: first.as_secs_f64() * 1e3,
+        load_ms: ms(load),
+        first_ms: ms(first),
         stages,
         per_second: if wall.is_zero() {
             0.0
@@ -491,8 +460,8 @@ pub fn run_lidar(
             &params,
             Some(&mut classifier),
         )?;
-        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
-        Ok(vec![ms(report.ms.segment), ms(report.ms.classify)])
+        let took = |v: f64| Duration::from_secs_f64(v / 1e3);
+        Ok(vec![took(report.ms.segment), took(report.ms.classify)])
     };
     let t1 = Instant::now();
     step(0)?;
@@ -517,7 +486,7 @@ fn shares(profile: BTreeMap<String, (usize, Duration)>, runs: usize) -> Vec<OpSh
         .map(|(op, (nodes, d))| OpShare {
             op,
             nodes,
-            ms: d.as_secs_f64() * 1e3 / runs.max(1) as f64,
+            ms: ms(d) / runs.max(1) as f64,
             percent: if total.is_zero() {
                 0.0
             } else {
@@ -532,17 +501,6 @@ fn shares(profile: BTreeMap<String, (usize, Duration)>, runs: usize) -> Vec<OpSh
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let p = Percentiles::of(&samples);
-        assert_eq!((p.p50, p.p90, p.p99), (50.0, 90.0, 99.0));
-        assert!((p.mean - 50.5).abs() < 1e-9);
-        let one = Percentiles::of(&[Duration::from_millis(7)]);
-        assert_eq!((one.p50, one.p99), (7.0, 7.0));
-        assert_eq!(Percentiles::of(&[]).p50, 0.0);
-    }
 
     #[test]
     fn peak_rss_is_readable_on_linux() {

@@ -2,7 +2,8 @@
 //!
 //! The module tree follows the data: frames come from a [`source`], are shaped for a network by
 //! [`preprocess`], run through tract in [`infer`], and turned back into objects in image
-//! coordinates by [`decode`]. [`annotate`] draws them for people; [`bench`] measures every stage.
+//! coordinates by [`decode`]. [`annotate`] draws them for people; [`bench`] measures every stage,
+//! in the milliseconds and percentiles of [`stats`].
 //! The command-line front end (`src/cli`) belongs to the binary, not this library.
 
 pub mod annotate;
@@ -22,4 +23,5 @@ pub mod preprocess;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod stats;
 pub mod track;

@@ -2,10 +2,11 @@
 //! by PointNet, at the sensor's rate on their own thread. [`process_scan`] is the per-scan
 //! work shared with `lookout lidar`.
 
-use super::{ms, BranchOutput, BranchReport, BranchSummary, Counters};
+use super::{BranchOutput, BranchReport, BranchSummary, Counters};
 use crate::infer::pointnet::{lidar_objects_body, LidarDetection, PointNetClassifier};
 use crate::infer::ModelError;
 use crate::sink::class_table_bodies;
+use crate::stats::ms_rounded;
 use lookout_lidar::process::{segment, SegmentParams};
 use lookout_lidar::{PointCloud, PointCloudSource, SourceStats};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,8 +105,8 @@ pub fn process_scan(
         obstacle_points: found.obstacle_points,
         objects,
         ms: ScanTimes {
-            segment: ms(segmented),
-            classify: ms(classify_time),
+            segment: ms_rounded(segmented),
+            classify: ms_rounded(classify_time),
         },
     };
     Ok((report, classified))

@@ -10,7 +10,7 @@
 pub mod lidar;
 pub mod segment;
 
-use crate::bench::Percentiles;
+use crate::stats::{LatencyWindow, Percentiles};
 use lookout_wire::Body;
 use std::time::Duration;
 
@@ -56,15 +56,12 @@ struct Counters {
     runs: u64,
     skipped: u64,
     errors: u64,
-    times: Vec<Duration>,
+    times: LatencyWindow<WINDOW>,
 }
 
 impl Counters {
     fn ran(&mut self, took: Duration) {
         self.runs += 1;
-        if self.times.len() == WINDOW {
-            self.times.remove(0);
-        }
         self.times.push(took);
     }
 
@@ -73,11 +70,7 @@ impl Counters {
             runs: self.runs,
             skipped: self.skipped,
             errors: self.errors,
-            ms: Percentiles::of(&self.times),
+            ms: self.times.percentiles(),
         }
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e5).round() / 100.0
 }

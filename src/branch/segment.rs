@@ -6,12 +6,13 @@
 //! takes whatever is in the slot when it is free, so it always works on the newest frame and a
 //! slow encoder costs skipped frames, never detector time or memory.
 
-use super::{ms, BranchOutput, BranchReport, BranchSummary, Counters};
+use super::{BranchOutput, BranchReport, BranchSummary, Counters};
 use crate::decode::mask::{fit_instance_mask, frame_len, Mask};
 use crate::decode::Detection;
 use crate::infer::sam::{SamSegmenter, SegmentBudget};
 use crate::preprocess::colour::to_rgb;
 use crate::source::RawFrame;
+use crate::stats::ms_rounded;
 use lookout_wire::{Body, InstanceMask, MaskShape};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -211,8 +212,8 @@ impl SegmenterBranch {
                 masks_for_frame: frame.frame_id,
                 masks,
                 ms: MaskTimes {
-                    convert: ms(convert),
-                    segment: ms(segment),
+                    convert: ms_rounded(convert),
+                    segment: ms_rounded(segment),
                     age_when_done: (age as f64 / 10.0).round() / 100.0,
                 },
             })),

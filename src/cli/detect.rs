@@ -11,6 +11,7 @@ use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
 use lookout::sink::{class_table_bodies, detections_body, MessageBuilder, Publisher};
 use lookout::source::replay::{expand_inputs, load_frame};
+use lookout::stats::ms_rounded;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -204,10 +205,6 @@ struct Timing {
 fn round(v: f32, places: i32) -> f32 {
     let f = 10f32.powi(places);
     (v * f).round() / f
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
 /// Levenshtein distance, for "did you mean" hints on class names.
@@ -406,7 +403,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                 let started = std::time::Instant::now();
                 let segs =
                     sam.segment_detections(frame.frame_id, &frame.image, &detections, budget)?;
-                segment_ms = Some(ms(started.elapsed()));
+                segment_ms = Some(ms_rounded(started.elapsed()));
                 let mut records = Vec::new();
                 for (i, seg) in segs {
                     let d = &detections[i];
@@ -435,9 +432,9 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                 .collect(),
             masks,
             ms: Timing {
-                preprocess: ms(times.preprocess),
-                inference: ms(times.inference),
-                decode: ms(times.decode),
+                preprocess: ms_rounded(times.preprocess),
+                inference: ms_rounded(times.inference),
+                decode: ms_rounded(times.decode),
                 segment: segment_ms,
             },
         };

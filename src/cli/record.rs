@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context};
 use lookout::config::BoardConfig;
-use lookout::source::camera::{open_camera, CameraSection};
+use lookout::source::camera::CameraSection;
 use lookout::source::recording::RecordingWriter;
-use lookout::source::{monotonic_us, FrameSource};
+use lookout::source::{monotonic_us, open_camera, FrameSource};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]

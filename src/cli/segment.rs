@@ -7,6 +7,7 @@ use lookout::decode::mask::{polygon_within, Mask};
 use lookout::infer::sam::{Prompt, PromptPoint, SamModelPaths, SamSegmenter};
 use lookout::infer::EngineOptions;
 use lookout::source::replay::load_frame;
+use lookout::stats::ms_rounded;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -139,7 +140,7 @@ fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
             "height": frame.image.height(),
             "points": side * side,
             "masks": records,
-            "ms": {"load": ms(load), "encoder": ms(encoder), "grid": ms(decoder)},
+            "ms": {"load": ms_rounded(load), "encoder": ms_rounded(encoder), "grid": ms_rounded(decoder)},
         })
     );
     Ok(true)
@@ -238,10 +239,6 @@ struct Timing {
     postprocess: f64,
 }
 
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e5).round() / 100.0
-}
-
 pub fn run(args: SegmentArgs) -> anyhow::Result<bool> {
     if let Some(side) = args.everything {
         return run_everything(&args, side);
@@ -281,10 +278,10 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<bool> {
         polygon: polygon_within(mask, args.polygon_points),
         precision: sam.precision_label(),
         ms: Timing {
-            load: ms(load),
-            encoder: ms(encoder),
-            decoder: ms(decoder),
-            postprocess: ms(postprocess),
+            load: ms_rounded(load),
+            encoder: ms_rounded(encoder),
+            decoder: ms_rounded(decoder),
+            postprocess: ms_rounded(postprocess),
         },
     };
     if let Some(dir) = &args.out {

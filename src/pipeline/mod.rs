@@ -16,7 +16,6 @@
 //! messages, temperature, throttling) go out every `status_interval` and once more, `offline`,
 //! on the way out.
 
-use crate::bench::Percentiles;
 use crate::branch::lidar::{LidarBranch, LidarHandle};
 use crate::branch::segment::{SegmenterBranch, SegmenterHandle};
 use crate::branch::{BranchOutput, BranchReport, BranchSummary};
@@ -29,6 +28,7 @@ use crate::service::ServiceManager;
 use crate::sink::{Publisher, PublisherStats};
 use crate::source::latest::{CaptureStats, LatestFrame};
 use crate::source::{FrameSource, RawFrame, SourceError};
+use crate::stats::Percentiles;
 use crate::track::Tracker;
 use post::{PostItem, Processed};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

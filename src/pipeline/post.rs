@@ -11,7 +11,6 @@ use super::{
     FrameReport, FrameTimes, NamedSink, OnReport, PipelineError, PipelineOptions, Report, Shared,
     SinkSummary, StageLatencies, TrackedDetection,
 };
-use crate::bench::Percentiles;
 use crate::branch::BranchOutput;
 use crate::clock::Clock;
 use crate::decode::Detection;
@@ -19,6 +18,7 @@ use crate::health::Health;
 use crate::sink::{
     class_table_bodies, detections_body_with_track_ids, tracks_body, MessageBuilder,
 };
+use crate::stats::Percentiles;
 use crate::track::Tracker;
 use lookout_wire::{Body, Message, Status};
 use std::sync::atomic::Ordering;

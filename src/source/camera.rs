@@ -1,6 +1,7 @@
 //! The board config's frame-source sections: `[camera]` (a V4L2 device: path, pixel format,
 //! resolution, fps) and `[replay]` (image files, a directory or a raw recording), their
-//! validation, and opening whichever one a config asks for.
+//! validation, and opening a replay. The camera itself is opened by [`super::open_camera`],
+//! which alone knows the V4L2 device, so these sections stay plain data.
 
 use super::recording::RecordingReplay;
 use super::replay::ImageReplay;
@@ -145,21 +146,6 @@ impl ReplaySection {
     }
 }
 
-/// Opens the camera a `[camera]` section describes; without feature `v4l`, an error naming it.
-pub fn open_camera(camera: &CameraSection) -> Result<Box<dyn FrameSource + Send>, SourceError> {
-    #[cfg(feature = "v4l")]
-    {
-        Ok(Box::new(super::v4l2::V4l2Source::open(camera)?))
-    }
-    #[cfg(not(feature = "v4l"))]
-    {
-        Err(SourceError::NotCompiledIn {
-            what: format!("camera {}", camera.device),
-            feature: "v4l",
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,15 +209,5 @@ mod tests {
         assert_eq!(first.format, PixelFormat::Rgb24);
         // Paced at 5 fps: 200 ms apart.
         assert!(second.timestamp_us - first.timestamp_us >= 190_000);
-    }
-
-    #[cfg(not(feature = "v4l"))]
-    #[test]
-    fn camera_without_the_feature_names_the_feature() {
-        let err = open_camera(&camera("device = \"/dev/video0\""))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("--features v4l"), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Sources: [`replay`] (image files and directories, so everything runs on any host),
 //! [`recording`] (raw frames recorded from a camera, replayed bit for bit), [`v4l2`] (cameras,
-//! feature `v4l`), and [`latest::LatestFrame`], which runs any source on its own thread and
+//! feature `v4l`, opened from a `[camera]` section by [`open_camera`]), and [`latest::LatestFrame`], which runs any source on its own thread and
 //! hands the consumer only the newest frame. [`lidar`] opens point-cloud sources.
 
 pub mod camera;
@@ -295,6 +295,23 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
     }
 }
 
+/// Opens the camera a `[camera]` section describes; without feature `v4l`, an error naming it.
+pub fn open_camera(
+    camera: &camera::CameraSection,
+) -> Result<Box<dyn FrameSource + Send>, SourceError> {
+    #[cfg(feature = "v4l")]
+    {
+        Ok(Box::new(v4l2::V4l2Source::open(camera)?))
+    }
+    #[cfg(not(feature = "v4l"))]
+    {
+        Err(SourceError::NotCompiledIn {
+            what: format!("camera {}", camera.device),
+            feature: "v4l",
+        })
+    }
+}
+
 /// Microseconds on `CLOCK_MONOTONIC`, the clock V4L2 drivers stamp buffers with, so a
 /// frame's age is `monotonic_us() - frame.timestamp_us` whatever its source.
 pub fn monotonic_us() -> u64 {
@@ -427,5 +444,15 @@ mod tests {
         let t2 = pacer.wait();
         // Scheduled from the first due time, so two intervals may end a few µs short of t0.
         assert!(t2 >= t0 + 9_900 && t1 > t0 && t2 > t1, "{t0} {t1} {t2}");
+    }
+
+    #[cfg(not(feature = "v4l"))]
+    #[test]
+    fn camera_without_the_feature_names_the_feature() {
+        let err = open_camera(&toml::from_str("device = \"/dev/video0\"").unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--features v4l"), "{err}");
     }
 }
