@@ -1,0 +1,177 @@
+//! The [`MqttPublisher`] the pipeline holds: `publish` encodes a message and appends it to the
+//! outbox, never touching the network, so inference never waits on a broker. It starts the
+//! worker thread, and waits on the outbox for `flush`, `wait_connected` and `close`.
+
+use super::config::{MqttConfig, MqttError};
+use super::outbox::{MqttStats, Shared};
+use super::worker::run_worker;
+use crate::sink::{PublishError, Publisher, PublisherStats};
+use lookout_wire::{Body, Message};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Publishes to an MQTT broker; see the module documentation for the guarantees.
+pub struct MqttPublisher {
+    config: MqttConfig,
+    shared: Arc<Shared>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    closed: bool,
+}
+
+impl MqttPublisher {
+    /// Starts the link. Returns at once: connecting happens in the background, and messages
+    /// published before the broker answers wait in the queue.
+    pub fn start(config: MqttConfig) -> Result<MqttPublisher, MqttError> {
+        let options = config.options()?;
+        let shared = Arc::new(Shared::new());
+        let worker = {
+            let shared = Arc::clone(&shared);
+            let config = config.clone();
+            std::thread::Builder::new()
+                .name("mqtt".into())
+                .spawn(move || run_worker(options, config, shared))
+                .map_err(MqttError::Thread)?
+        };
+        log::info!(
+            "mqtt: publishing to {}://{}:{} as {} under {}/ (QoS {}, {} session)",
+            if config.broker.tls { "mqtts" } else { "mqtt" },
+            config.broker.host,
+            config.broker.port,
+            config.client_id,
+            config.topic_prefix,
+            config.qos,
+            if config.persistent_session {
+                "persistent"
+            } else {
+                "clean"
+            }
+        );
+        Ok(MqttPublisher {
+            config,
+            shared,
+            worker: Some(worker),
+            closed: false,
+        })
+    }
+
+    pub fn config(&self) -> &MqttConfig {
+        &self.config
+    }
+
+    pub fn mqtt_stats(&self) -> MqttStats {
+        self.shared.lock().stats()
+    }
+
+    /// Waits until the broker accepted a connection, up to `timeout`.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.shared.lock();
+        while !s.stats.connected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .shared
+                .drained
+                .wait_timeout(s, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Publishes the retained `offline` status, waits up to `timeout` for everything queued
+    /// to be acknowledged, disconnects and stops the worker. Returns whether all was delivered.
+    pub fn close(&mut self, timeout: Duration) -> bool {
+        if self.closed {
+            return self.shared.lock().stats.publisher.queued == 0;
+        }
+        self.closed = true;
+        let offline = self.config.link_status(false);
+        if let Ok(payload) = self.config.encode(&offline) {
+            let topic = self.config.topic(&offline.body);
+            let cap = self.config.queue_size + 1;
+            self.shared.lock().push(topic, payload, true, false, cap);
+            self.shared.wake.notify_one();
+        }
+        let delivered = self.flush(timeout);
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        delivered
+    }
+}
+
+impl Publisher for MqttPublisher {
+    fn publish(&mut self, message: &Message) -> Result<(), PublishError> {
+        if self.closed {
+            return Err(PublishError::Closed);
+        }
+        let payload = self.config.encode(message)?;
+        let topic = self.config.topic(&message.body);
+        let retain = matches!(message.body, Body::Status(_) | Body::ClassTable(_));
+        self.shared
+            .lock()
+            .push(topic, payload, retain, true, self.config.queue_size);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    fn stats(&self) -> PublisherStats {
+        self.mqtt_stats().publisher
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.shared.lock().stats.last_error.clone()
+    }
+
+    fn flush(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.shared.lock();
+        loop {
+            if s.is_settled() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .shared
+                .drained
+                .wait_timeout(s, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for MqttPublisher {
+    fn drop(&mut self) {
+        self.close(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::broker::MqttSection;
+
+    #[test]
+    fn unreadable_tls_files_are_named() {
+        let c = MqttConfig::from_section(
+            &toml::from_str::<MqttSection>("ca_file = \"/nonexistent/ca.pem\"").unwrap(),
+            Some("mqtts://h"),
+            0,
+        )
+        .unwrap();
+        let err = MqttPublisher::start(c).err().unwrap().to_string();
+        assert!(
+            err.contains("/nonexistent/ca.pem") && err.contains("mqtt.ca_file"),
+            "{err}"
+        );
+    }
+}
