@@ -20,6 +20,7 @@ pub mod limits;
 pub mod manifest;
 pub mod pipeline;
 pub mod preprocess;
+pub mod resample;
 pub mod service;
 pub mod sink;
 pub mod source;

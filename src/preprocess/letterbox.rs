@@ -5,6 +5,7 @@
 //! the network's input tensor directly: no intermediate resized image is allocated.
 
 use crate::decode::BoundingBox;
+use crate::resample::bilinear_taps;
 use image::RgbImage;
 
 /// Geometry of one letterbox transform, source frame → network input.
@@ -101,22 +102,6 @@ impl Letterbox {
     }
 }
 
-/// One axis of a bilinear resize: for each destination index, the two source taps and the
-/// weight of the second. Half-pixel centres, edges clamped (OpenCV's `INTER_LINEAR`).
-pub(crate) fn bilinear_taps(src: u32, dst: u32) -> Vec<(usize, usize, f32)> {
-    let ratio = src as f32 / dst as f32;
-    let last = src as usize - 1;
-    (0..dst)
-        .map(|d| {
-            let f = ((d as f32 + 0.5) * ratio - 0.5).max(0.0);
-            let i0 = (f.floor() as usize).min(last);
-            let i1 = (i0 + 1).min(last);
-            let w = if i0 == last { 0.0 } else { f - i0 as f32 };
-            (i0, i1, w)
-        })
-        .collect()
-}
-
 /// Writes `image` letterboxed into `out`, a planar (NCHW, batch 1) `3 × dst_h × dst_w` RGB
 /// tensor, normalised. `out.len()` must be `3 * dst_w * dst_h`.
 pub fn letterbox_nchw(image: &RgbImage, lb: &Letterbox, norm: &Normalisation, out: &mut [f32]) {
@@ -133,8 +118,8 @@ pub fn letterbox_nchw(image: &RgbImage, lb: &Letterbox, norm: &Normalisation, ou
         channel.fill(norm.pad_value as f32 * gain[c] + offset[c]);
     }
 
-    let xs = bilinear_taps(lb.src_w, lb.resized_w);
-    let ys = bilinear_taps(lb.src_h, lb.resized_h);
+    let xs = bilinear_taps(lb.src_w as usize, lb.resized_w as usize);
+    let ys = bilinear_taps(lb.src_h as usize, lb.resized_h as usize);
     let src = image.as_raw();
     let stride = lb.src_w as usize * 3;
     let (r_plane, rest) = out.split_at_mut(plane);
@@ -263,11 +248,5 @@ mod tests {
         assert_eq!(at(0, 1, 3), 180.0);
         assert_eq!(at(1, 2, 0), 100.0);
         assert_eq!(at(2, 2, 2), 7.0);
-    }
-
-    #[test]
-    fn bilinear_downscale_by_two_averages_pixel_pairs() {
-        let taps = bilinear_taps(4, 2);
-        assert_eq!(taps, vec![(0, 1, 0.5), (2, 3, 0.5)]);
     }
 }

@@ -16,7 +16,8 @@ use super::colour::{
     decode_jpeg_into, ConvertError, B_FROM_U, G_FROM_U, G_FROM_V, R_FROM_V, UV_OFFSET, Y_GAIN,
     Y_OFFSET,
 };
-use super::letterbox::{bilinear_taps, Letterbox, Normalisation};
+use super::letterbox::{Letterbox, Normalisation};
+use crate::resample::bilinear_taps;
 use crate::source::{PixelFormat, RawFrame};
 
 /// Reusable state for [`RawLetterbox::run`]: tap tables for the last frame geometry, the
@@ -107,7 +108,7 @@ impl RawLetterbox {
         if self.geometry == Some(geometry) {
             return;
         }
-        let taps = bilinear_taps(lb.src_w, lb.resized_w);
+        let taps = bilinear_taps(lb.src_w as usize, lb.resized_w as usize);
         // Byte offset of column x's sample of channel c within its row.
         let offset = |x: usize, c: usize| -> u32 {
             (match format {
@@ -203,7 +204,7 @@ impl RawLetterbox {
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
         let n = lb.resized_w as usize;
-        for (y, (y0, y1, wy)) in bilinear_taps(lb.src_h, lb.resized_h)
+        for (y, (y0, y1, wy)) in bilinear_taps(lb.src_h as usize, lb.resized_h as usize)
             .into_iter()
             .enumerate()
         {

@@ -12,11 +12,13 @@ mod outline;
 mod rle;
 mod wire;
 
+pub use crate::resample::resize_bilinear;
 pub use outline::{largest_contour, polygon_within, rasterise_polygon, simplify_polygon};
 pub use wire::{
     fit_instance_mask, frame_len, from_instance_mask, to_instance_mask, MaskEncoding, MaskWireError,
 };
 
+use crate::resample::resize_crop;
 use lookout_wire::PixelBox;
 
 /// Side of SAM's square model input.
@@ -59,59 +61,6 @@ impl SamGeometry {
             (y as f64 * (self.input_height as f64 / self.orig_height as f64)) as f32,
         ]
     }
-}
-
-/// Source positions and weights of a 1-D bilinear resize with `align_corners=False`, as
-/// PyTorch computes them for an explicit output size: `src = (dst + 0.5) * in/out - 0.5`,
-/// clamped at 0.
-fn bilinear_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32)> {
-    let scale = in_len as f32 / out_len as f32;
-    (0..out_len)
-        .map(|d| {
-            let src = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(in_len - 1);
-            let i1 = (i0 + 1).min(in_len - 1);
-            (i0, i1, src - i0 as f32)
-        })
-        .collect()
-}
-
-/// Bilinear resize of a row-major `in_w × in_h` plane to `out_w × out_h`, keeping only output
-/// rows `rows` and columns `cols` (the crop); separable, so a crop costs only what it keeps.
-fn resize_crop(
-    plane: &[f32],
-    (in_w, in_h): (usize, usize),
-    (out_w, out_h): (usize, usize),
-    (keep_w, keep_h): (usize, usize),
-) -> Vec<f32> {
-    let xt = &bilinear_taps(in_w, out_w)[..keep_w];
-    let yt = &bilinear_taps(in_h, out_h)[..keep_h];
-    // Horizontal pass on every input row, then vertical.
-    let mut horiz = vec![0f32; in_h * keep_w];
-    for y in 0..in_h {
-        let row = &plane[y * in_w..(y + 1) * in_w];
-        let out = &mut horiz[y * keep_w..(y + 1) * keep_w];
-        for (o, &(i0, i1, l)) in out.iter_mut().zip(xt) {
-            *o = row[i0] * (1.0 - l) + row[i1] * l;
-        }
-    }
-    let mut out = vec![0f32; keep_h * keep_w];
-    for (y, &(j0, j1, l)) in yt.iter().enumerate() {
-        let (r0, r1) = (
-            &horiz[j0 * keep_w..][..keep_w],
-            &horiz[j1 * keep_w..][..keep_w],
-        );
-        for ((o, a), b) in out[y * keep_w..][..keep_w].iter_mut().zip(r0).zip(r1) {
-            *o = a * (1.0 - l) + b * l;
-        }
-    }
-    out
-}
-
-/// Bilinear resize (`align_corners=False`) of a row-major plane; exposed for tests against
-/// PyTorch's `F.interpolate`.
-pub fn resize_bilinear(plane: &[f32], input: (usize, usize), output: (usize, usize)) -> Vec<f32> {
-    resize_crop(plane, input, output, output)
 }
 
 /// The decoder's 256×256 low-res logits as logits over the original image (row-major,
@@ -231,24 +180,5 @@ mod tests {
         let p = SamGeometry::new(640, 480).unwrap().to_input(320.0, 240.0);
         assert_eq!(p, [512.0, 384.0]);
         assert!(SamGeometry::new(0, 5).is_none());
-    }
-
-    #[test]
-    fn bilinear_resize_matches_torch_interpolate() {
-        // torch.nn.functional.interpolate(torch.arange(12.).reshape(1,1,3,4), size=(5,3),
-        //   mode="bilinear", align_corners=False)
-        let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
-        let out = resize_bilinear(&src, (4, 3), (3, 5));
-        #[rustfmt::skip]
-        let expected = [
-            0.1667, 1.5000, 2.8333,
-            1.7667, 3.1000, 4.4333,
-            4.1667, 5.5000, 6.8333,
-            6.5667, 7.9000, 9.2333,
-            8.1667, 9.5000, 10.8333,
-        ];
-        for (a, b) in out.iter().zip(expected) {
-            assert!((a - b).abs() < 1e-4, "{out:?}");
-        }
     }
 }
