@@ -17,6 +17,7 @@ pub mod gpio;
 pub mod health;
 pub mod infer;
 pub mod limits;
+pub mod mailbox;
 pub mod manifest;
 pub mod pipeline;
 pub mod preprocess;

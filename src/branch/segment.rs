@@ -10,11 +10,12 @@ use super::{BranchOutput, BranchReport, BranchSummary, Counters};
 use crate::decode::mask::{fit_instance_mask, frame_len, Mask};
 use crate::decode::Detection;
 use crate::infer::sam::{SamSegmenter, SegmentBudget};
+use crate::mailbox::{Mailbox, Taken};
 use crate::preprocess::colour::to_rgb;
 use crate::source::RawFrame;
 use crate::stats::ms_rounded;
 use lookout_wire::{Body, InstanceMask, MaskShape};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -99,28 +100,9 @@ struct Job {
     detections: Vec<Detection>,
 }
 
-#[derive(Default)]
-struct Slot {
-    job: Option<Job>,
-    closed: bool,
-    replaced: u64,
-}
-
-#[derive(Default)]
-struct Mailbox {
-    slot: Mutex<Slot>,
-    filled: Condvar,
-}
-
-impl Mailbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// The detector thread's side of a running segmenter.
 pub struct SegmenterHandle {
-    mailbox: Arc<Mailbox>,
+    mailbox: Arc<Mailbox<Job>>,
     thread: JoinHandle<Counters>,
     interval: Duration,
     last_offer: Option<Instant>,
@@ -151,20 +133,15 @@ impl SegmenterBranch {
         })
     }
 
-    fn work(mut self, mailbox: &Mailbox, send: impl Fn(BranchOutput) -> bool) -> Counters {
+    fn work(mut self, mailbox: &Mailbox<Job>, send: impl Fn(BranchOutput) -> bool) -> Counters {
         let mut counters = Counters::default();
         loop {
-            let job = {
-                let mut slot = mailbox.lock();
-                loop {
-                    if let Some(job) = slot.job.take() {
-                        break job;
-                    }
-                    if slot.closed {
-                        counters.skipped += slot.replaced;
-                        return counters;
-                    }
-                    slot = mailbox.filled.wait(slot).unwrap_or_else(|e| e.into_inner());
+            let job = match mailbox.take(None) {
+                Taken::Item(job) => job,
+                // Without a timeout only `Closed` comes back.
+                Taken::Closed | Taken::TimedOut => {
+                    counters.skipped += mailbox.replaced();
+                    return counters;
                 }
             };
             let started = Instant::now();
@@ -233,29 +210,16 @@ impl SegmenterHandle {
             return;
         }
         self.last_offer = Some(Instant::now());
-        let mut slot = self.mailbox.lock();
-        if slot.job.is_some() {
-            slot.replaced += 1;
-        }
-        slot.job = Some(Job {
+        self.mailbox.put(Job {
             frame,
             detections: detections.to_vec(),
         });
-        drop(slot);
-        self.mailbox.filled.notify_one();
     }
 
     /// Lets the segmenter finish the frame in hand (a frame still waiting is dropped) and
     /// returns its summary.
     pub fn finish(self) -> BranchSummary {
-        {
-            let mut slot = self.mailbox.lock();
-            slot.closed = true;
-            if slot.job.take().is_some() {
-                slot.replaced += 1;
-            }
-        }
-        self.mailbox.filled.notify_one();
+        self.mailbox.close_and_clear();
         let mut counters = self.thread.join().unwrap_or_else(|_| {
             log::error!("the segmenter thread panicked");
             Counters {

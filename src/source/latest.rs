@@ -5,10 +5,11 @@
 //! where it is published.
 
 use super::{monotonic_us, FrameSource, RawFrame, SourceError};
+use crate::mailbox::{Mailbox, Taken};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Counters since the capture thread started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,28 +24,22 @@ pub struct CaptureStats {
     pub transient_errors: u64,
 }
 
-#[derive(Default)]
-struct Slot {
-    frame: Option<RawFrame>,
-    ended: bool,
-    fatal: Option<SourceError>,
-}
-
 struct Shared {
-    slot: Mutex<Slot>,
-    ready: Condvar,
+    /// The newest frame; closed when the source ends. Its replaced count is `dropped`.
+    frames: Mailbox<RawFrame>,
+    /// The error that ended the source, for the consumer once it has taken the last frame.
+    fatal: Mutex<Option<SourceError>>,
     stop: AtomicBool,
     captured: AtomicU64,
     delivered: AtomicU64,
-    dropped: AtomicU64,
     transient_errors: AtomicU64,
 }
 
 impl Shared {
-    /// The slot, even if a thread panicked while holding it: a frame slot has no invariant a
-    /// panic could break.
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    /// The fatal error's place, even if a thread panicked while holding it: an `Option` has
+    /// no invariant a panic could break.
+    fn fatal(&self) -> MutexGuard<'_, Option<SourceError>> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -61,12 +56,11 @@ impl LatestFrame {
     pub fn spawn<S: FrameSource + Send + 'static>(mut source: S) -> std::io::Result<LatestFrame> {
         let description = source.describe();
         let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot::default()),
-            ready: Condvar::new(),
+            frames: Mailbox::default(),
+            fatal: Mutex::new(None),
             stop: AtomicBool::new(false),
             captured: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
             transient_errors: AtomicU64::new(0),
         });
         let thread_shared = Arc::clone(&shared);
@@ -86,41 +80,19 @@ impl LatestFrame {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<RawFrame>, SourceError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut slot = self.shared.slot();
-        loop {
-            if let Some(frame) = slot.frame.take() {
+        match self.shared.frames.take(timeout) {
+            Taken::Item(frame) => {
                 self.shared.delivered.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(frame));
+                Ok(Some(frame))
             }
-            if let Some(e) = slot.fatal.take() {
-                slot.ended = true;
-                return Err(e);
-            }
-            if slot.ended {
-                return Ok(None);
-            }
-            slot = match deadline {
-                None => self
-                    .shared
-                    .ready
-                    .wait(slot)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(SourceError::Timeout {
-                            device: self.description.clone(),
-                            waited_ms: timeout.map_or(0, |t| t.as_millis() as u64),
-                        });
-                    }
-                    self.shared
-                        .ready
-                        .wait_timeout(slot, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            Taken::Closed => match self.shared.fatal().take() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            },
+            Taken::TimedOut => Err(SourceError::Timeout {
+                device: self.description.clone(),
+                waited_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+            }),
         }
     }
 
@@ -128,7 +100,7 @@ impl LatestFrame {
         CaptureStats {
             captured: self.shared.captured.load(Ordering::Relaxed),
             delivered: self.shared.delivered.load(Ordering::Relaxed),
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            dropped: self.shared.frames.replaced(),
             transient_errors: self.shared.transient_errors.load(Ordering::Relaxed),
         }
     }
@@ -167,29 +139,21 @@ impl FrameSource for LatestFrame {
 
 fn capture_loop<S: FrameSource>(source: &mut S, shared: &Shared) {
     let mut last_error = String::new();
-    let finish = |slot: &mut Slot| {
-        slot.ended = true;
-        shared.ready.notify_all();
-    };
     while !shared.stop.load(Ordering::Relaxed) {
         match source.next_frame() {
             Ok(Some(frame)) => {
                 last_error.clear();
                 shared.captured.fetch_add(1, Ordering::Relaxed);
-                let mut slot = shared.slot();
-                if let Some(stale) = slot.frame.replace(frame) {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(stale) = shared.frames.put(frame) {
                     log::trace!(
                         "dropped frame {} ({} µs old): the consumer is slower than the camera",
                         stale.frame_id,
                         monotonic_us().saturating_sub(stale.timestamp_us)
                     );
                 }
-                drop(slot);
-                shared.ready.notify_one();
             }
             Ok(None) => {
-                finish(&mut shared.slot());
+                shared.frames.close();
                 return;
             }
             Err(e) if e.is_transient() => {
@@ -203,14 +167,13 @@ fn capture_loop<S: FrameSource>(source: &mut S, shared: &Shared) {
             }
             Err(e) => {
                 log::error!("{e}");
-                let mut slot = shared.slot();
-                slot.fatal = Some(e);
-                finish(&mut slot);
+                *shared.fatal() = Some(e);
+                shared.frames.close();
                 return;
             }
         }
     }
-    finish(&mut shared.slot());
+    shared.frames.close();
 }
 
 #[cfg(test)]

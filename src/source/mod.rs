@@ -5,8 +5,9 @@
 //!
 //! Sources: [`replay`] (image files and directories, so everything runs on any host),
 //! [`recording`] (raw frames recorded from a camera, replayed bit for bit), [`v4l2`] (cameras,
-//! feature `v4l`, opened from a `[camera]` section by [`open_camera`]), and [`latest::LatestFrame`], which runs any source on its own thread and
-//! hands the consumer only the newest frame. [`lidar`] opens point-cloud sources.
+//! feature `v4l`, opened from a `[camera]` section by [`open_camera`]), and
+//! [`latest::LatestFrame`], which runs any source on its own thread and hands the consumer
+//! only the newest frame. [`lidar`] opens point-cloud sources.
 
 pub mod camera;
 pub mod latest;
