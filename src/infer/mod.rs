@@ -138,14 +138,7 @@ impl Engine {
             path: path.to_path_buf(),
             reason: first_line(&e),
         };
-        // Ultralytics exports declare symbolic sizes that tract cannot carry through the
-        // upsampling; their declared value infos and output shapes are ignored and the input
-        // fixed instead (measured on YOLO11n, see DESIGN.md).
-        let model = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_read(&mut &bytes[..])
-            .map_err(invalid)?;
+        let model = read_onnx(path, bytes)?;
         let quantized = is_quantized(&model);
         if options.precision == Precision::Int8 && !quantized {
             return Err(ModelError::Unsupported {
@@ -218,11 +211,7 @@ impl Engine {
             path: path.to_path_buf(),
             reason: first_line(&e),
         };
-        let mut model = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_read(&mut &bytes[..])
-            .map_err(invalid)?;
+        let mut model = read_onnx(path, bytes)?;
         let input_facts = input_facts(&model);
         let inputs = model.input_outlets().map_err(invalid)?.len();
         if inputs != input_facts.len() {
@@ -319,13 +308,10 @@ impl Engine {
                 ),
             });
         }
+        let input = self.plan_input(input)?;
         let run_err = |e: TractError| ModelError::Run {
             path: self.path.clone(),
             reason: first_line(&e),
-        };
-        let input = match self.precision {
-            Precision::Fp32 | Precision::Int8 => input,
-            Precision::F16 => input.cast_to::<f16>().map_err(run_err)?.into_owned(),
         };
         let outputs = self.state.run(tvec!(input.into())).map_err(run_err)?;
         outputs
@@ -362,16 +348,7 @@ impl Engine {
             entry.nodes += 1;
             out
         };
-        let input = match self.precision {
-            Precision::Fp32 | Precision::Int8 => input,
-            Precision::F16 => input
-                .cast_to::<f16>()
-                .map_err(|e| ModelError::Run {
-                    path: self.path.clone(),
-                    reason: first_line(&e),
-                })?
-                .into_owned(),
-        };
+        let input = self.plan_input(input)?;
         self.state
             .run_plan_with_eval(tvec!(input.into()), eval)
             .map_err(|e| ModelError::Run {
@@ -381,6 +358,21 @@ impl Engine {
         let mut ops: Vec<OpTime> = per_op.into_values().collect();
         ops.sort_by_key(|op| std::cmp::Reverse(op.total));
         Ok(ops)
+    }
+
+    /// An f32 input in the type the plan takes: f16 for an engine translated to f16 (whose
+    /// first node expects it), as it is otherwise.
+    fn plan_input(&self, input: Tensor) -> Result<Tensor, ModelError> {
+        match self.precision {
+            Precision::Fp32 | Precision::Int8 => Ok(input),
+            Precision::F16 => Ok(input
+                .cast_to::<f16>()
+                .map_err(|e| ModelError::Run {
+                    path: self.path.clone(),
+                    reason: first_line(&e),
+                })?
+                .into_owned()),
+        }
     }
 
     /// Matrix-multiply kernels tract selected for this model, with how many nodes use each.
@@ -418,7 +410,6 @@ const QUANTIZATION_OPS: &[&str] = &[
     "MatMulInteger",
 ];
 
-/// Whether the model as read holds quantization operators.
 /// True when `path` names an int8 file by the project's naming (`..._int8.onnx`).
 pub(crate) fn is_int8_file(path: &Path) -> bool {
     path.file_name()
@@ -446,11 +437,27 @@ pub(crate) fn int8_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}_int8.onnx"))
 }
 
+/// Whether the model as read holds quantization operators.
 fn is_quantized(model: &InferenceModel) -> bool {
     model
         .nodes()
         .iter()
         .any(|n| QUANTIZATION_OPS.contains(&n.op.name().as_ref()))
+}
+
+/// Reads an ONNX file's graph, the same way for every model. Ultralytics exports declare
+/// symbolic sizes that tract cannot carry through the upsampling; their declared value infos
+/// and output shapes are ignored, and the callers fix the input facts instead (measured on
+/// YOLO11n, see DESIGN.md).
+fn read_onnx(path: &Path, bytes: &[u8]) -> Result<InferenceModel, ModelError> {
+    tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true)
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| ModelError::Invalid {
+            path: path.to_path_buf(),
+            reason: first_line(&e),
+        })
 }
 
 /// Optimises `typed` and builds its plan and run state with the executor `options` ask for.
