@@ -213,7 +213,7 @@ fn resolve_mqtt(m: &mut lookout::config::MqttSection, device_id: u16, problems: 
 
 #[cfg(not(feature = "mqtt"))]
 fn resolve_mqtt(_: &mut lookout::config::MqttSection, _: u16, problems: &mut Problems) {
-    problems.add(format!("mqtt: {}", super::detect::NO_MQTT));
+    problems.add(format!("mqtt: {}", super::sinks::NO_MQTT));
 }
 
 /// Frame sources that exist, and features this build has for the sections present.

@@ -1,6 +1,8 @@
 //! `lookout detect`: images in, one JSON line of detections per image out, optionally annotated
 //! copies written to a directory.
 
+use super::classes::resolve_classes;
+use super::sinks::{open_sinks, SinkArgs};
 use super::{default_threads, parse_size, DEFAULT_MODEL};
 use anyhow::{bail, Context};
 use lookout::annotate::draw_detections;
@@ -9,7 +11,7 @@ use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
-use lookout::sink::{class_table_bodies, detections_body, MessageBuilder, Publisher};
+use lookout::sink::{class_table_bodies, detections_body, MessageBuilder};
 use lookout::source::replay::{expand_inputs, load_frame};
 use lookout::stats::ms_rounded;
 use serde::Serialize;
@@ -98,80 +100,6 @@ pub struct SegmentOptions {
     pub mask_frame_bytes: Option<usize>,
 }
 
-#[cfg_attr(feature = "serial", allow(dead_code))]
-pub const NO_SERIAL: &str = "this lookout was built without serial support: rebuild with `cargo build --release --features serial` (or `--features pi`)";
-
-#[cfg_attr(feature = "mqtt", allow(dead_code))]
-pub const NO_MQTT: &str = "this lookout was built without MQTT support: rebuild with `cargo build --release --features mqtt` (or `--features pi`)";
-
-/// A sink and how long it may take to drain at the end of a run.
-pub struct Sink {
-    pub name: &'static str,
-    pub publisher: Box<dyn Publisher + Send>,
-    /// Seconds per queued message the link needs, at most.
-    pub seconds_per_message: f64,
-}
-
-/// Where messages should go: a serial device and/or an MQTT broker (`--mqtt` or the config).
-pub struct SinkArgs<'a> {
-    pub serial: Option<&'a str>,
-    #[cfg_attr(not(feature = "serial"), allow(dead_code))]
-    pub baud: u32,
-    pub mqtt: Option<&'a str>,
-    /// Wait for a serial device that is absent at start (a service), instead of failing.
-    #[cfg_attr(not(feature = "serial"), allow(dead_code))]
-    pub wait_for_serial: bool,
-}
-
-/// Opens the sinks asked for: `--serial`, and `--mqtt` or the config's `[mqtt]` section.
-pub fn open_sinks(
-    args: &SinkArgs,
-    config: &BoardConfig,
-    device_id: u16,
-) -> anyhow::Result<Vec<Sink>> {
-    #[cfg_attr(not(any(feature = "serial", feature = "mqtt")), allow(unused_mut))]
-    let mut sinks = Vec::new();
-    if let Some(path) = args.serial {
-        #[cfg(feature = "serial")]
-        {
-            use lookout::sink::serial::{SerialConfig, SerialPublisher};
-            sinks.push(Sink {
-                name: "serial",
-                publisher: Box::new(SerialPublisher::open(SerialConfig {
-                    wait_for_device: args.wait_for_serial,
-                    ..SerialConfig::new(path, args.baud)
-                })?),
-                // A frame's bytes at 10 bits per byte.
-                seconds_per_message: lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64,
-            });
-        }
-        #[cfg(not(feature = "serial"))]
-        {
-            let _ = path;
-            bail!("{NO_SERIAL}")
-        }
-    }
-    if args.mqtt.is_some() || config.mqtt.is_some() {
-        #[cfg(feature = "mqtt")]
-        {
-            use lookout::sink::mqtt::{MqttConfig, MqttPublisher};
-            let section = config.mqtt.clone().unwrap_or_default();
-            let mqtt = MqttConfig::from_section(&section, args.mqtt, device_id)?;
-            sinks.push(Sink {
-                name: "mqtt",
-                publisher: Box::new(MqttPublisher::start(mqtt)?),
-                seconds_per_message: 0.01,
-            });
-        }
-        #[cfg(not(feature = "mqtt"))]
-        {
-            let _ = device_id;
-            bail!("{NO_MQTT}")
-        }
-    }
-    Ok(sinks)
-}
-
 #[derive(Serialize)]
 struct DetectionRecord<'a> {
     class_id: usize,
@@ -205,58 +133,6 @@ struct Timing {
 fn round(v: f32, places: i32) -> f32 {
     let f = 10f32.powi(places);
     (v * f).round() / f
-}
-
-/// Levenshtein distance, for "did you mean" hints on class names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-/// Resolves class filter entries (names or ids) against the model's class names; `origin`
-/// names where they came from (`--classes`, or the config key) for error messages.
-pub fn resolve_classes(
-    wanted: &[String],
-    names: &[String],
-    origin: &str,
-) -> anyhow::Result<Option<Vec<usize>>> {
-    if wanted.is_empty() {
-        return Ok(None);
-    }
-    let mut ids = Vec::new();
-    for w in wanted.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
-        if let Some(id) = names.iter().position(|n| n.eq_ignore_ascii_case(w)) {
-            ids.push(id);
-        } else if let Ok(id) = w.parse::<usize>() {
-            if id >= names.len() {
-                bail!(
-                    "class id {id} in {origin} is out of range: the model has {} classes (0..{})",
-                    names.len(),
-                    names.len() - 1
-                );
-            }
-            ids.push(id);
-        } else {
-            let closest = names
-                .iter()
-                .min_by_key(|n| edit_distance(&w.to_lowercase(), n));
-            let hint = closest.map_or(String::new(), |c| format!(" (did you mean '{c}'?)"));
-            bail!("unknown class '{w}' in {origin}: not one of the model's {} class names{hint}; `lookout info --classes` lists them", names.len());
-        }
-    }
-    Ok(Some(ids))
 }
 
 /// Blends a mask into an annotated image (blue tint), under the boxes drawn afterwards.
@@ -491,35 +367,4 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         eprintln!("error: {failures} of {total} inputs failed");
     }
     Ok(failures == 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names() -> Vec<String> {
-        ["person", "bicycle", "dog"].map(String::from).to_vec()
-    }
-
-    #[test]
-    fn classes_resolve_by_name_or_id() {
-        let got = resolve_classes(&["Dog".into(), "1".into()], &names(), "--classes").unwrap();
-        assert_eq!(got, Some(vec![2, 1]));
-        assert_eq!(resolve_classes(&[], &names(), "--classes").unwrap(), None);
-    }
-
-    #[test]
-    fn unknown_class_names_the_closest_one() {
-        let err = resolve_classes(&["dgo".into()], &names(), "--classes")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("unknown class 'dgo'") && err.contains("did you mean 'dog'"),
-            "{err}"
-        );
-        let err = resolve_classes(&["7".into()], &names(), "x.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("out of range"), "{err}");
-    }
 }

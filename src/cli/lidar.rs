@@ -112,7 +112,7 @@ fn open_publisher(args: &LidarArgs) -> anyhow::Result<Option<Box<dyn Publisher>>
     #[cfg(not(feature = "serial"))]
     {
         let _ = path;
-        bail!("{}", super::detect::NO_SERIAL)
+        bail!("{}", super::sinks::NO_SERIAL)
     }
 }
 

@@ -35,7 +35,7 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "mqtt"))]
 fn listen_mqtt(_url: &str, _args: &ListenArgs) -> anyhow::Result<()> {
-    anyhow::bail!("{}", super::detect::NO_MQTT)
+    anyhow::bail!("{}", super::sinks::NO_MQTT)
 }
 
 /// Largest message `listen` prints, bytes; larger ones are skipped and counted. lookout's own
@@ -156,7 +156,7 @@ fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "serial"))]
 fn listen_serial(_path: &str, _args: &ListenArgs) -> anyhow::Result<()> {
-    anyhow::bail!("{}", super::detect::NO_SERIAL)
+    anyhow::bail!("{}", super::sinks::NO_SERIAL)
 }
 
 #[cfg(feature = "serial")]

@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod classes;
 mod detect;
 mod devices;
 mod info;
@@ -12,6 +13,7 @@ mod listen;
 mod record;
 mod run;
 mod segment;
+mod sinks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

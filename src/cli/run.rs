@@ -3,7 +3,8 @@
 //! pipeline (capture → infer → track → publish) until the source ends, a limit is reached or
 //! SIGINT/SIGTERM arrives; then flushes the sinks, says `offline`, and prints a summary.
 
-use super::detect::{open_sinks, resolve_classes, SinkArgs};
+use super::classes::resolve_classes;
+use super::sinks::{open_sinks, SinkArgs};
 use anyhow::{bail, Context};
 use lookout::branch::lidar::LidarBranch;
 use lookout::branch::segment::SegmenterBranch;
