@@ -8,6 +8,7 @@
 use crate::sink::PublisherStats;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// What the MQTT link has done, beyond the counters every publisher keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -218,7 +219,8 @@ impl Outbox {
 /// The outbox as the publishing thread and the worker share it.
 pub(super) struct Shared {
     outbox: Mutex<Outbox>,
-    /// Signalled whenever the queue or the in-flight set shrinks (for `flush`).
+    /// Signalled whenever the queue or the in-flight set shrinks and when the connection
+    /// comes or goes (for [`Shared::wait_until`]).
     pub(super) drained: Condvar,
     /// Wakes the feeder task: new messages, freed in-flight slots, connection changes.
     pub(super) wake: tokio::sync::Notify,
@@ -236,6 +238,25 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Outbox> {
         // A panic elsewhere cannot leave the counters inconsistent enough to matter here.
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `timeout` for `done` to hold, looking again whenever the outbox shrinks or
+    /// the connection changes (and every 50 ms). Returns whether it held.
+    pub(super) fn wait_until(&self, timeout: Duration, done: impl Fn(&Outbox) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut outbox = self.lock();
+        while !done(&outbox) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            outbox = self
+                .drained
+                .wait_timeout(outbox, left.min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 }
 

@@ -3,12 +3,12 @@
 //! worker thread, and waits on the outbox for `flush`, `wait_connected` and `close`.
 
 use super::config::{MqttConfig, MqttError};
-use super::outbox::{MqttStats, Shared};
+use super::outbox::{MqttStats, Outbox, Shared};
 use super::worker::run_worker;
 use crate::sink::{PublishError, Publisher, PublisherStats};
 use lookout_wire::{Body, Message};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Publishes to an MQTT broker; see the module documentation for the guarantees.
 pub struct MqttPublisher {
@@ -64,21 +64,7 @@ impl MqttPublisher {
 
     /// Waits until the broker accepted a connection, up to `timeout`.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.shared.lock();
-        while !s.stats.connected {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            s = self
-                .shared
-                .drained
-                .wait_timeout(s, left.min(Duration::from_millis(50)))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        self.shared.wait_until(timeout, |o| o.stats.connected)
     }
 
     /// Publishes the retained `offline` status, waits up to `timeout` for everything queued
@@ -129,23 +115,7 @@ impl Publisher for MqttPublisher {
     }
 
     fn flush(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.shared.lock();
-        loop {
-            if s.is_settled() {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            s = self
-                .shared
-                .drained
-                .wait_timeout(s, left.min(Duration::from_millis(50)))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.shared.wait_until(timeout, Outbox::is_settled)
     }
 }
 
