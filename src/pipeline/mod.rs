@@ -28,7 +28,7 @@ use crate::service::ServiceManager;
 use crate::sink::{Publisher, PublisherStats};
 use crate::source::latest::{CaptureStats, LatestFrame};
 use crate::source::{FrameSource, RawFrame, SourceError};
-use crate::stats::Percentiles;
+use crate::stats::{ms, Percentiles};
 use crate::track::Tracker;
 use post::{PostItem, Processed};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -574,8 +574,4 @@ impl Inference<'_, '_> {
             h.after_frame(self.clock.now_us(), healthy, &[], (0, 0));
         }
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

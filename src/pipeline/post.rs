@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::sink::{
     class_table_bodies, detections_body_with_track_ids, tracks_body, MessageBuilder,
 };
-use crate::stats::Percentiles;
+use crate::stats::{ms, LatencyWindow};
 use crate::track::Tracker;
 use lookout_wire::{Body, Message, Status};
 use std::sync::atomic::Ordering;
@@ -155,7 +155,7 @@ impl Post {
             self.last_status_us = Some(item.timestamp_us);
             self.log_status();
         }
-        item.times.track_publish = t0.elapsed().as_secs_f64() * 1e3;
+        item.times.track_publish = ms(t0.elapsed());
         item.times.age_at_publish =
             self.setup.clock.now_us().saturating_sub(item.timestamp_us) as f64 / 1e3;
         self.latencies.push(&item.times);
@@ -264,7 +264,7 @@ impl Post {
 /// Rolling windows of stage latencies.
 #[derive(Default)]
 struct Latencies {
-    stages: [Vec<Duration>; 6],
+    stages: [LatencyWindow<LATENCY_WINDOW>; 6],
 }
 
 impl Latencies {
@@ -278,15 +278,12 @@ impl Latencies {
             t.age_at_publish,
         ];
         for (window, ms) in self.stages.iter_mut().zip(values) {
-            if window.len() == LATENCY_WINDOW {
-                window.remove(0);
-            }
             window.push(Duration::from_secs_f64(ms.max(0.0) / 1e3));
         }
     }
 
     fn summary(&self) -> StageLatencies {
-        let p = |i: usize| Percentiles::of(&self.stages[i]);
+        let p = |i: usize| self.stages[i].percentiles();
         StageLatencies {
             age_at_start: p(0),
             preprocess: p(1),
