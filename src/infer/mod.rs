@@ -421,7 +421,8 @@ pub(crate) fn is_int8_file(path: &Path) -> bool {
 /// frame, armprof), tract 0.23.9's f16 paths for two ops cost far more than their f32 ones,
 /// more than the casts around an f32 island: nearest upsampling has only an f32 fast path
 /// (103 M in f16 against 2 M), and depthwise convolutions (group > 1) run 99 M in f16
-/// against 14 M. Everything else (the matrix products above all) halves in f16.
+/// against 14 M. Everything else (the matrix products above all) halves in f16. Keeping the
+/// two in f32 took a 640x640 frame from 1.113 G to 0.972 G instructions (fp32: 1.505 G).
 fn f16_pays(node: &TypedNode) -> bool {
     let name = node.op.name();
     if name == "Resize" || name == "NearestUpsample" {
