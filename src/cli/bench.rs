@@ -197,6 +197,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         t.dedup();
         t
     };
+    if threads.contains(&0) {
+        bail!("--threads values must be at least 1");
+    }
     // More threads than cores are lowered to the cores (and said), like every other command.
     let mut threads: Vec<usize> = threads
         .into_iter()
@@ -205,11 +208,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             if let Some(note) = note {
                 eprintln!("note: {note}");
             }
-            if t == 0 {
-                0
-            } else {
-                n
-            }
+            n
         })
         .collect();
     threads.dedup();
@@ -244,9 +243,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.models.clone()
     };
-    if threads.contains(&0) {
-        bail!("--threads values must be at least 1");
-    }
     let sizes = if !args.input_size.is_empty() {
         args.input_size.clone()
     } else if let Some([w, h]) = detector.input_size {
