@@ -516,6 +516,7 @@ pub fn read_model_file(
     expected_sha256: Option<(&str, &str)>,
     fix_if_missing: &str,
 ) -> Result<Vec<u8>, ModelError> {
+    let identity = verified::identity(path);
     let bytes = std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ModelError::NotFound {
@@ -530,7 +531,8 @@ pub fn read_model_file(
         }
     })?;
     if let Some((name, expected)) = expected_sha256 {
-        if verified::is_verified(path, expected) {
+        let identity = identity.unwrap_or_default();
+        if verified::is_verified(path, expected, &identity) {
             return Ok(bytes);
         }
         use sha2::Digest;
@@ -546,7 +548,7 @@ pub fn read_model_file(
                 actual,
             });
         }
-        verified::remember(path, expected);
+        verified::remember(path, expected, &identity);
     }
     Ok(bytes)
 }

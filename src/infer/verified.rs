@@ -17,11 +17,13 @@ fn record_path(model: &Path) -> PathBuf {
     model.with_file_name(format!(".{name}.verified"))
 }
 
-/// The file's identity and version, as one line with the expected sha256.
-fn record_line(model: &Path, sha256: &str) -> Option<String> {
+/// The file's identity and version: device, inode, size, modification and status-change
+/// times. Taken before the file is read, so that a file replaced while it was being read is
+/// never recorded under the old content's sha256.
+pub(super) fn identity(model: &Path) -> Option<String> {
     let m = std::fs::metadata(model).ok()?;
     Some(format!(
-        "{sha256} dev={} ino={} size={} mtime={}.{:09} ctime={}.{:09}\n",
+        "dev={} ino={} size={} mtime={}.{:09} ctime={}.{:09}",
         m.dev(),
         m.ino(),
         m.size(),
@@ -32,27 +34,27 @@ fn record_line(model: &Path, sha256: &str) -> Option<String> {
     ))
 }
 
-/// Whether this version of `model` was already found to have `sha256`.
-pub(super) fn is_verified(model: &Path, sha256: &str) -> bool {
-    let (Some(expected), Ok(recorded)) = (
-        record_line(model, sha256),
-        std::fs::read_to_string(record_path(model)),
-    ) else {
-        return false;
-    };
-    recorded == expected
+fn record_line(sha256: &str, identity: &str) -> String {
+    format!("{sha256} {identity}\n")
 }
 
-/// Records that this version of `model` has `sha256` (best effort: a read-only directory only
-/// means the next start checks again).
-pub(super) fn remember(model: &Path, sha256: &str) {
-    let Some(line) = record_line(model, sha256) else {
+/// Whether this version of `model` (its `identity`, taken before reading it) was already found
+/// to have `sha256`.
+pub(super) fn is_verified(model: &Path, sha256: &str, identity: &str) -> bool {
+    std::fs::read_to_string(record_path(model))
+        .is_ok_and(|recorded| recorded == record_line(sha256, identity))
+}
+
+/// Records that this version of `model` has `sha256`, if the file is still the one that was
+/// read (best effort: a read-only directory only means the next start checks again).
+pub(super) fn remember(model: &Path, sha256: &str, identity: &str) {
+    if self::identity(model).as_deref() != Some(identity) {
         return;
-    };
+    }
     let record = record_path(model);
     let temporary = record.with_extension(format!("tmp{}", std::process::id()));
-    let written =
-        std::fs::write(&temporary, line).and_then(|()| std::fs::rename(&temporary, &record));
+    let written = std::fs::write(&temporary, record_line(sha256, identity))
+        .and_then(|()| std::fs::rename(&temporary, &record));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temporary);
         log::debug!(
@@ -83,11 +85,15 @@ mod tests {
         let model = dir.join("m.onnx");
         std::fs::write(&model, b"weights v1").unwrap();
         let good = sha256_hex(b"weights v1");
-        assert!(!is_verified(&model, &good));
+        let now = || identity(&model).unwrap();
+        assert!(!is_verified(&model, &good, &now()));
         read_model_file(&model, Some(("m", &good)), "fetch it").unwrap();
-        assert!(is_verified(&model, &good), "recorded after a good check");
         assert!(
-            !is_verified(&model, &sha256_hex(b"other")),
+            is_verified(&model, &good, &now()),
+            "recorded after a good check"
+        );
+        assert!(
+            !is_verified(&model, &sha256_hex(b"other"), &now()),
             "only for that sha256"
         );
         // Same size, content changed, modification time set back: still checked again. (File
@@ -109,7 +115,7 @@ mod tests {
         // SAFETY: a valid NUL-terminated path and two timespecs, as utimensat expects.
         let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) };
         assert_eq!(rc, 0);
-        assert!(!is_verified(&model, &good));
+        assert!(!is_verified(&model, &good, &now()));
         let err = read_model_file(&model, Some(("m", &good)), "fetch it").unwrap_err();
         assert!(matches!(err, ModelError::ChecksumMismatch { .. }), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
