@@ -49,6 +49,13 @@ pub fn seconds(value: f64, min: f64, min_exclusive: bool, max: f64) -> Result<Du
     Ok(Duration::from_secs_f64(value))
 }
 
+/// Checks a time budget in milliseconds (MobileSAM's per-frame segmentation budget): above 0,
+/// at most an hour; the `Duration` it becomes.
+pub fn time_budget_ms(ms: f64) -> Result<Duration, String> {
+    seconds(ms / 1e3, 0.0, true, 3600.0)
+        .map_err(|_| format!("is {ms}; use above 0 and at most 3600000 ms"))
+}
+
 /// Command-line parser for a duration in seconds (`--duration`): above 0, at most ten years.
 pub fn parse_run_seconds(s: &str) -> Result<f64, String> {
     let v = parse_number(s)?;

@@ -200,9 +200,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
     let mut segmenter = if args.segment.segment || seg_cfg.enabled == Some(true) {
         let o = &args.segment;
         let budget_ms = o.segment_budget_ms.or(seg_cfg.budget_ms);
-        if let Some(b) = budget_ms.filter(|b| !(*b > 0.0 && *b <= 3_600_000.0)) {
-            bail!("--segment-budget-ms is {b}; use above 0 and at most 3600000 ms");
-        }
+        let time_budget = budget_ms
+            .map(lookout::limits::time_budget_ms)
+            .transpose()
+            .map_err(|problem| anyhow::anyhow!("--segment-budget-ms {problem}"))?;
         let sam_model = o
             .sam_model
             .as_deref()
@@ -229,7 +230,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                 .or(seg_cfg.max_masks)
                 .unwrap_or(super::DEFAULT_MAX_MASKS),
             classes: resolve_classes(&classes, detector.class_names(), &origin)?,
-            time_budget: budget_ms.map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
+            time_budget,
         };
         Some((sam, budget))
     } else {

@@ -44,16 +44,6 @@ fn listen_mqtt(_url: &str, _args: &ListenArgs) -> anyhow::Result<()> {
 #[cfg(feature = "mqtt")]
 const MAX_LISTEN_PAYLOAD: usize = 1 << 20;
 
-/// Set by SIGINT/SIGTERM: stop reading, print the summary.
-#[cfg(any(feature = "serial", feature = "mqtt"))]
-fn interrupted() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
-    }
-    Ok(stop)
-}
-
 /// Subscribes with a clean session (a listener is a viewer, not a consumer that must catch
 /// up) and prints each message; postcard payloads are decoded, JSON ones passed through. A
 /// clean session forgets its subscriptions when the connection drops, so it subscribes again
@@ -70,7 +60,8 @@ fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
     if broker.tls {
         anyhow::bail!("lookout listen speaks plain MQTT only; use mosquitto_sub for mqtts://");
     }
-    let stop = interrupted()?;
+    // SIGINT/SIGTERM: stop reading, print the summary.
+    let stop = super::run::stop_flag()?;
     let id = format!("lookout-listen-{}", std::process::id());
     let mut options = MqttOptions::new(id, &broker.host, broker.port);
     options.set_keep_alive(Duration::from_secs(10));
@@ -182,7 +173,8 @@ fn listen_serial(path: &str, args: &ListenArgs) -> anyhow::Result<()> {
     let mut last_valid = Instant::now();
     let mut backoff = Duration::from_millis(50);
     let mut buf = [0u8; 1024];
-    let stop = interrupted()?;
+    // SIGINT/SIGTERM: stop reading, print the summary.
+    let stop = super::run::stop_flag()?;
     loop {
         if args.count.is_some_and(|c| received >= c)
             || stop.load(std::sync::atomic::Ordering::Relaxed)

@@ -81,9 +81,11 @@ fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
     if side == 0 || side > 64 {
         bail!("--everything takes the grid's points per side, 1 to 64 (SAM uses 32)");
     }
-    if let Some(b) = args.budget_ms.filter(|b| !(*b > 0.0 && *b <= 3_600_000.0)) {
-        bail!("--budget-ms is {b}; use above 0 and at most 3600000 ms");
-    }
+    let time_budget = args
+        .budget_ms
+        .map(lookout::limits::time_budget_ms)
+        .transpose()
+        .map_err(|problem| anyhow::anyhow!("--budget-ms {problem}"))?;
     let frame = load_frame(&args.image, 0)?;
     let (mut sam, load) = load_model(args)?;
     let t = Instant::now();
@@ -93,9 +95,7 @@ fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
         points_per_side: side,
         pred_iou_threshold: args.pred_iou,
         stability_threshold: args.stability,
-        time_budget: args
-            .budget_ms
-            .map(|ms| std::time::Duration::from_secs_f64(ms / 1e3)),
+        time_budget,
         ..EverythingParams::default()
     };
     let t = Instant::now();

@@ -38,10 +38,10 @@ impl SegmenterSection {
         if self.max_masks == Some(0) {
             return Err(("segmenter.max_masks", "must be at least 1".into()));
         }
-        if let Some(b) = self.budget_ms.filter(|b| !(*b > 0.0 && *b <= 3_600_000.0)) {
+        if let Some(Err(problem)) = self.budget_ms.map(crate::limits::time_budget_ms) {
             return Err((
                 "segmenter.budget_ms",
-                format!("is {b}; use above 0 and at most 3600000 ms (leave it out for no budget)"),
+                format!("{problem} (leave it out for no budget)"),
             ));
         }
         if let Some(s) = self.interval_s.filter(|s| !(*s >= 0.0 && *s <= 3600.0)) {
