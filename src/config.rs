@@ -165,6 +165,21 @@ impl BoardConfig {
             if let Some(p) = m.topic_prefix.as_deref().and_then(topic_prefix_problem) {
                 return Err(invalid("mqtt.topic_prefix", p));
             }
+            if let Some(p) = m
+                .home_assistant_prefix
+                .as_deref()
+                .and_then(topic_prefix_problem)
+            {
+                return Err(invalid("mqtt.home_assistant_prefix", p));
+            }
+            if let Some(classes) = &m.home_assistant_classes {
+                if classes.is_empty() || classes.iter().any(|c| c.trim().is_empty()) {
+                    return Err(invalid(
+                        "mqtt.home_assistant_classes",
+                        "must list class names, e.g. [\"person\", \"car\"]".into(),
+                    ));
+                }
+            }
             if m.queue_size == Some(0) {
                 return Err(invalid("mqtt.queue_size", "must be at least 1".into()));
             }
