@@ -30,6 +30,9 @@ pub struct DetectArgs {
     /// [default: yolo11n].
     #[arg(long)]
     pub model: Option<String>,
+    /// Class names, one per line, for a model whose ONNX metadata does not name them.
+    #[arg(long)]
+    pub names: Option<PathBuf>,
     /// Minimum class score to keep a detection [default: 0.25].
     #[arg(long)]
     pub conf: Option<f32>,
@@ -165,6 +168,15 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         input_size,
         &EngineOptions { threads, precision },
     )?;
+    match (&args.names, &cfg.names, &args.config) {
+        (Some(p), _, _) => super::classes::apply_names_file(&mut detector, Some(p), "--names")?,
+        (None, Some(p), Some(c)) => super::classes::apply_names_file(
+            &mut detector,
+            Some(p),
+            &format!("detector.names of {}", c.display()),
+        )?,
+        _ => {}
+    }
     let (classes, classes_origin) = match (&args.classes[..], &args.config) {
         ([], Some(path)) => (
             cfg.classes.clone().unwrap_or_default(),

@@ -2,15 +2,15 @@
 //! live Velodyne on UDP), classified 3D objects out, one JSON line per scan.
 
 use super::default_threads;
+use super::sinks::{open_sinks, SinkArgs};
 use anyhow::{bail, Context};
 use lookout::branch::lidar::process_scan;
+use lookout::clock::epoch_now_us;
 use lookout::config::BoardConfig;
 use lookout::infer::pointnet::{
     lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
 };
 use lookout::infer::EngineOptions;
-use super::sinks::{open_sinks, SinkArgs};
-use lookout::clock::epoch_now_us;
 use lookout::sink::json::{document, ClassNames, LIDAR_MODEL_PREFIX};
 use lookout::sink::{class_table_bodies, MessageBuilder};
 use lookout::source::lidar::{open, parse_model, LidarInput};

@@ -37,7 +37,8 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
 #[cfg(feature = "mqtt")]
 fn plain_text(payload: &[u8]) -> bool {
     payload.len() <= 64
-        && std::str::from_utf8(payload).is_ok_and(|s| !s.is_empty() && !s.chars().any(char::is_control))
+        && std::str::from_utf8(payload)
+            .is_ok_and(|s| !s.is_empty() && !s.chars().any(char::is_control))
 }
 
 #[cfg(not(feature = "mqtt"))]

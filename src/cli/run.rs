@@ -116,6 +116,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
             precision: d.precision.unwrap_or_default(),
         },
     )?;
+    super::classes::apply_names_file(
+        &mut detector,
+        d.names.as_deref(),
+        &format!("detector.names of {}", args.config.display()),
+    )?;
     let origin = format!("detector.classes of {}", args.config.display());
     let params = DecodeParams {
         conf_threshold: d.conf.unwrap_or_default(),

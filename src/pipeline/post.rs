@@ -126,7 +126,10 @@ impl Post {
         let capture_epoch_us = crate::clock::epoch_now_us().saturating_sub(age_us);
         let message: Message = self.builder.message(capture_epoch_us, frame_id, body);
         for sink in self.setup.sinks.iter_mut() {
-            if let Err(e) = sink.publisher.publish_aged(&message, aged.then_some(age_us)) {
+            if let Err(e) = sink
+                .publisher
+                .publish_aged(&message, aged.then_some(age_us))
+            {
                 log::warn!("{}: {e}", sink.name);
             }
         }

@@ -26,7 +26,9 @@ impl std::str::FromStr for PayloadFormat {
         match s.trim().to_ascii_lowercase().as_str() {
             "json" => Ok(PayloadFormat::Json),
             "postcard" => Ok(PayloadFormat::Postcard),
-            other => Err(format!("'{other}' is not a payload format: use json or postcard")),
+            other => Err(format!(
+                "'{other}' is not a payload format: use json or postcard"
+            )),
         }
     }
 }

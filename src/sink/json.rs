@@ -81,7 +81,11 @@ fn metres(mm: i64) -> f64 {
 /// One LiDAR object; `class_id`, `class` and `score` are null for unclassified clusters.
 pub fn lidar_object(o: &LidarObject, classified: bool, names: &ClassNames) -> Value {
     let (class_id, class, score_v) = if classified {
-        (json!(o.class_id), names.lidar(o.class_id), json!(score(o.score)))
+        (
+            json!(o.class_id),
+            names.lidar(o.class_id),
+            json!(score(o.score)),
+        )
     } else {
         (Value::Null, Value::Null, Value::Null)
     };

@@ -3,8 +3,8 @@
 //! `mqtts://`. Resolved once from the board config's `[mqtt]` section, so a missing password
 //! or certificate fails at start-up with the key to fix, not at the first connect.
 
-use crate::sink::broker::{BrokerUrl, MqttSection, PayloadFormat};
 use super::conventions::{HomeAssistant, OFFLINE};
+use crate::sink::broker::{BrokerUrl, MqttSection, PayloadFormat};
 use crate::sink::json::{document, ClassNames, LIDAR_MODEL_PREFIX};
 use crate::sink::PublishError;
 use lookout_wire::{Body, Header, Message, Status, MAX_FRAME_LEN, PROTOCOL_VERSION};
@@ -416,8 +416,11 @@ mod tests {
         let c = MqttConfig::from_section(&MqttSection::default(), Some("mqtt://h"), 7).unwrap();
         assert_eq!(
             (c.client_id.as_str(), c.topic_prefix.as_str(), c.qos),
-            ("lookout-7", "lookout/7", 1)
+            (default_client_id(7).as_str(), "lookout/7", 1)
         );
+        // Unique per machine: the device id and this machine's tag.
+        assert!(c.client_id.starts_with("lookout-7-"), "{}", c.client_id);
+        assert_eq!(c.payload, PayloadFormat::Json);
         assert!(c.persistent_session && c.tls.is_none() && c.credentials.is_none());
         assert!(matches!(
             MqttConfig::from_section(&MqttSection::default(), None, 7),

@@ -94,11 +94,8 @@ impl Conventions {
         self.names.learn(message);
         match &message.body {
             Body::Detections(d) => {
-                let mut now: BTreeMap<String, u32> = self
-                    .always_counted
-                    .iter()
-                    .map(|c| (c.clone(), 0))
-                    .collect();
+                let mut now: BTreeMap<String, u32> =
+                    self.always_counted.iter().map(|c| (c.clone(), 0)).collect();
                 for det in &d.detections {
                     *now.entry(self.class_level(det.class_id)).or_default() += 1;
                 }
@@ -183,7 +180,9 @@ impl Conventions {
     }
 
     fn names_camera(&self, class_id: u16) -> Value {
-        self.names.camera_name(class_id).map_or(Value::Null, |n| json!(n))
+        self.names
+            .camera_name(class_id)
+            .map_or(Value::Null, |n| json!(n))
     }
 
     fn class_level(&self, class_id: u16) -> String {
@@ -272,12 +271,18 @@ mod tests {
                 .map(|d| (d.topic, String::from_utf8(d.payload).unwrap()))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(sent(&mut c, &mut b, &[]), [("lk/1/count/person".into(), "0".into())]);
+        assert_eq!(
+            sent(&mut c, &mut b, &[]),
+            [("lk/1/count/person".into(), "0".into())]
+        );
         assert_eq!(
             sent(&mut c, &mut b, &[det(1), det(1)]),
             [("lk/1/count/fire_hydrant".into(), "2".into())]
         );
-        assert!(sent(&mut c, &mut b, &[det(1), det(1)]).is_empty(), "unchanged");
+        assert!(
+            sent(&mut c, &mut b, &[det(1), det(1)]).is_empty(),
+            "unchanged"
+        );
         assert_eq!(
             sent(&mut c, &mut b, &[det(0)]),
             [
@@ -302,10 +307,10 @@ mod tests {
         let mut types = Vec::new();
         for (t_us, kind) in [
             (0, Kind::New),
-            (100_000, Kind::Update),     // too soon: no event
-            (1_100_000, Kind::Update),   // a second later
-            (1_200_000, Kind::Lost),     // state changes: at once
-            (1_300_000, Kind::Lost),     // no change
+            (100_000, Kind::Update),   // too soon: no event
+            (1_100_000, Kind::Update), // a second later
+            (1_200_000, Kind::Lost),   // state changes: at once
+            (1_300_000, Kind::Lost),   // no change
             (1_400_000, Kind::End),
         ] {
             let m = b.message(t_us, 0, tracks_body(&[event(kind)]));

@@ -4,9 +4,9 @@
 
 use super::config::{MqttConfig, MqttError};
 use super::conventions::{Conventions, OFFLINE};
-use crate::sink::json::ClassNames;
 use super::outbox::{MqttStats, Outbox, Shared};
 use super::worker::run_worker;
+use crate::sink::json::ClassNames;
 use crate::sink::{PublishError, Publisher, PublisherStats};
 use lookout_wire::{Body, Message};
 use std::sync::Arc;
@@ -94,7 +94,9 @@ impl MqttPublisher {
         }
         let available = self.config.available_topic();
         let payload = OFFLINE.as_bytes().to_vec();
-        self.shared.lock().push(available, payload, true, false, cap);
+        self.shared
+            .lock()
+            .push(available, payload, true, false, cap);
         self.shared.wake.notify_one();
         let delivered = self.flush(timeout);
         self.shared.lock().closing = true;

@@ -3,10 +3,10 @@
 //! the event loop, books every acknowledgement in the outbox and reconnects with a bounded
 //! back-off, describing each failure in terms of what the user should check.
 
-use super::conventions::{discovery, ONLINE};
-use crate::sink::json::ClassNames;
 use super::config::MqttConfig;
+use super::conventions::{discovery, ONLINE};
 use super::outbox::Shared;
+use crate::sink::json::ClassNames;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
     Outgoing, QoS,
