@@ -262,7 +262,7 @@ fn detect_run_and_listen_print_a_detection_identically() {
     let v = validator();
     for (device, payload) in [(30, "postcard"), (31, "json")] {
         let topic = format!("lookout/{device}/#");
-        let mut listen = common::lookout_command()
+        let listen = common::lookout_command()
             .args(["listen", "--mqtt", &broker.url(), "--topic", &topic])
             .args(["--idle-timeout", "600"])
             .stdout(Stdio::piped())

@@ -146,7 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         // A service waits for its adapter, as for its camera.
         wait_for_serial: true,
         payload: args.payload,
-        model: &model,
+        model,
     };
     let mut sinks: Vec<NamedSink> = open_sinks(&sink_args, &board, device_id)?
         .into_iter()
