@@ -59,6 +59,13 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// Now on the wall clock, µs since the Unix epoch (0 if the clock is set before 1970).
+pub fn epoch_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// A clock that moves only when told to; shareable across threads (`Arc<ManualClock>`).
 #[derive(Debug, Default)]
 pub struct ManualClock {

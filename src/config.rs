@@ -54,6 +54,9 @@ pub struct DetectorSection {
     pub iou: Option<f32>,
     pub max_det: Option<usize>,
     pub classes: Option<Vec<String>>,
+    /// A file naming the model's classes, one per line, for a model whose ONNX metadata
+    /// does not (Ultralytics exports do). Relative to the config file.
+    pub names: Option<PathBuf>,
     pub agnostic: Option<bool>,
     /// `fp32` (default), `f16` or `int8`. At int8 the model's quantized file is loaded: the
     /// manifest's int8 file for a model named there, else `<stem>_int8.onnx` beside `model`
@@ -106,6 +109,9 @@ impl BoardConfig {
     /// Makes file paths in the config relative to the config's directory, as a user reads them.
     fn resolve_paths(mut self, path: &Path) -> BoardConfig {
         let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(p) = self.detector.names.as_mut().filter(|p| p.is_relative()) {
+            *p = dir.join(&*p);
+        }
         if let Some(m) = self.mqtt.as_mut() {
             for p in [
                 &mut m.password_file,
@@ -164,6 +170,21 @@ impl BoardConfig {
             }
             if let Some(p) = m.topic_prefix.as_deref().and_then(topic_prefix_problem) {
                 return Err(invalid("mqtt.topic_prefix", p));
+            }
+            if let Some(p) = m
+                .home_assistant_prefix
+                .as_deref()
+                .and_then(topic_prefix_problem)
+            {
+                return Err(invalid("mqtt.home_assistant_prefix", p));
+            }
+            if let Some(classes) = &m.home_assistant_classes {
+                if classes.is_empty() || classes.iter().any(|c| c.trim().is_empty()) {
+                    return Err(invalid(
+                        "mqtt.home_assistant_classes",
+                        "must list class names, e.g. [\"person\", \"car\"]".into(),
+                    ));
+                }
             }
             if m.queue_size == Some(0) {
                 return Err(invalid("mqtt.queue_size", "must be at least 1".into()));

@@ -175,9 +175,10 @@ fn lidar_command_reads_turns_from_a_simulated_rplidar() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line: serde_json::Value =
         serde_json::from_str(stdout.lines().next().expect("a scan line")).expect("JSON");
-    assert_eq!(line["complete"], true);
+    assert_eq!(line["kind"], "lidar");
+    assert_eq!(line["scan"]["complete"], true);
     // 119 wall nodes (-29.5°..29.5° at 0.5°) and 9 post nodes.
-    assert_eq!(line["points"], 128, "{line}");
+    assert_eq!(line["scan"]["points"], 128, "{line}");
     let objects = line["objects"].as_array().expect("objects");
     assert_eq!(objects.len(), 2, "{line}");
     // Largest first: the wall (x = 2 m, 2.3 m long), then the post (y = +3 m).

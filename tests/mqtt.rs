@@ -85,6 +85,10 @@ impl Subscriber {
             .lock()
             .unwrap()
             .iter()
+            // The convention topics (availability, events, counts) are not lookout-wire.
+            .filter(|(t, _)| {
+                !(t.ends_with("/available") || t.ends_with("/events") || t.contains("/count/"))
+            })
             .map(|(t, p)| {
                 let m = lookout_wire::decode_message(p)
                     .unwrap_or_else(|e| panic!("undecodable payload on {t}: {e}"));
@@ -124,6 +128,14 @@ impl Drop for Subscriber {
     }
 }
 
+/// The link's defaults with postcard payloads: these tests count and decode lookout-wire
+/// messages, as binary consumers do.
+fn postcard_config(url: &str, device_id: u16) -> MqttConfig {
+    let mut c = MqttConfig::new(url, device_id).unwrap();
+    c.payload = PayloadFormat::Postcard;
+    c
+}
+
 fn detection(i: usize) -> Detection {
     let x = (i % 600) as f32;
     Detection {
@@ -157,7 +169,7 @@ fn nothing_is_lost_across_a_broker_restart(signal: &str) {
     // A dashboard's session exists long before a crash; give the broker (autosave every
     // second) time to write the subscription to disk, or SIGKILL would take it along.
     std::thread::sleep(Duration::from_millis(2500));
-    let mut config = MqttConfig::new(&broker.url(), 5).unwrap();
+    let mut config = postcard_config(&broker.url(), 5);
     config.queue_size = 20_000;
     config.reconnect_max = Duration::from_millis(400);
     let mut p = MqttPublisher::start(config).unwrap();
@@ -226,7 +238,7 @@ fn overflow_while_the_broker_is_down_drops_the_oldest_and_counts_them() {
     let mut broker = Broker::start("overflow", BrokerOptions::default());
     let sub = Subscriber::start(broker.port, "backend", "lookout/9/detections", true);
     broker.stop("TERM"); // saves the subscriber's session
-    let mut config = MqttConfig::new(&broker.url(), 9).unwrap();
+    let mut config = postcard_config(&broker.url(), 9);
     config.queue_size = 1_000;
     config.reconnect_max = Duration::from_millis(300);
     let mut p = MqttPublisher::start(config).unwrap();
@@ -265,19 +277,20 @@ fn overflow_while_the_broker_is_down_drops_the_oldest_and_counts_them() {
 #[test]
 fn closing_publishes_offline_and_a_killed_device_leaves_its_last_will() {
     let broker = Broker::start("will", BrokerOptions::default());
+    // The plain availability topic, as Home Assistant and Frigate users read it.
     let status = |sub: &Subscriber| -> Option<bool> {
-        sub.messages()
-            .into_iter()
+        sub.received
+            .lock()
+            .unwrap()
+            .iter()
             .rev()
-            .find_map(|(_, m)| match m.body {
-                Body::Status(s) => Some(s.online),
-                _ => None,
-            })
+            .find(|(t, _)| t.ends_with("/available"))
+            .map(|(_, p)| p == b"online")
     };
     // A clean close says offline itself.
-    let mut p = MqttPublisher::start(MqttConfig::new(&broker.url(), 2).unwrap()).unwrap();
+    let mut p = MqttPublisher::start(postcard_config(&broker.url(), 2)).unwrap();
     assert!(p.wait_connected(Duration::from_secs(10)));
-    let sub = Subscriber::start(broker.port, "watch-1", "lookout/2/status", false);
+    let sub = Subscriber::start(broker.port, "watch-1", "lookout/2/available", false);
     sub.wait_for("online", Duration::from_secs(10), |s| {
         status(s) == Some(true)
     });
@@ -292,7 +305,7 @@ fn closing_publishes_offline_and_a_killed_device_leaves_its_last_will() {
         .env("LOOKOUT_TEST_MQTT_CHILD", broker.url())
         .spawn()
         .unwrap();
-    let sub = Subscriber::start(broker.port, "watch-2", "lookout/3/status", false);
+    let sub = Subscriber::start(broker.port, "watch-2", "lookout/3/available", false);
     sub.wait_for("the child online", Duration::from_secs(20), |s| {
         status(s) == Some(true)
     });
@@ -302,7 +315,7 @@ fn closing_publishes_offline_and_a_killed_device_leaves_its_last_will() {
         status(s) == Some(false)
     });
     // A subscriber arriving later reads the retained status.
-    let late = Subscriber::start(broker.port, "watch-3", "lookout/3/status", false);
+    let late = Subscriber::start(broker.port, "watch-3", "lookout/3/available", false);
     late.wait_for("the retained status", Duration::from_secs(10), |s| {
         status(s) == Some(false)
     });
@@ -314,7 +327,7 @@ fn publisher_child_process() {
     let Ok(url) = std::env::var("LOOKOUT_TEST_MQTT_CHILD") else {
         return;
     };
-    let p = MqttPublisher::start(MqttConfig::new(&url, 3).unwrap()).unwrap();
+    let p = MqttPublisher::start(postcard_config(&url, 3)).unwrap();
     assert!(p.wait_connected(Duration::from_secs(10)));
     std::thread::sleep(Duration::from_secs(60));
     unreachable!("the parent test kills this process");
@@ -330,7 +343,7 @@ fn wrong_credentials_are_reported_and_retried_and_right_ones_work() {
         },
     );
     let config = |password: &str| {
-        let mut c = MqttConfig::new(&broker.url(), 4).unwrap();
+        let mut c = postcard_config(&broker.url(), 4);
         c.credentials = Some(Credentials {
             username: "robot".into(),
             password: Some(Secret::new(password)),
@@ -366,7 +379,7 @@ fn unreachable_broker_is_named_and_retried_without_blocking_publish() {
         .local_addr()
         .unwrap()
         .port();
-    let mut c = MqttConfig::new(&format!("mqtt://127.0.0.1:{port}"), 1).unwrap();
+    let mut c = postcard_config(&format!("mqtt://127.0.0.1:{port}"), 1);
     c.reconnect_max = Duration::from_millis(200);
     c.queue_size = 100;
     let mut p = MqttPublisher::start(c).unwrap();
@@ -453,7 +466,7 @@ fn tls_delivers_with_the_right_ca_and_names_the_failure_with_a_wrong_one() {
         },
     );
     let config = |ca: &Path| {
-        let mut c = MqttConfig::new(&format!("mqtts://127.0.0.1:{}", broker.port), 6).unwrap();
+        let mut c = postcard_config(&format!("mqtts://127.0.0.1:{}", broker.port), 6);
         c.tls = Some(TlsFiles {
             ca_file: Some(ca.to_path_buf()),
             client_auth: None,
@@ -493,7 +506,7 @@ fn tls_client_certificates_are_presented_when_the_broker_requires_them() {
         },
     );
     let config = |client_auth: Option<(PathBuf, PathBuf)>| {
-        let mut c = MqttConfig::new(&format!("mqtts://127.0.0.1:{}", broker.port), 7).unwrap();
+        let mut c = postcard_config(&format!("mqtts://127.0.0.1:{}", broker.port), 7);
         c.tls = Some(TlsFiles {
             ca_file: Some(ca.clone()),
             client_auth,
@@ -526,7 +539,7 @@ fn tls_client_certificates_are_presented_when_the_broker_requires_them() {
 fn qos0_and_json_payloads_reach_a_dashboard() {
     let broker = Broker::start("json", BrokerOptions::default());
     let sub = Subscriber::start(broker.port, "grafana", "robots/#", false);
-    let mut c = MqttConfig::new(&broker.url(), 8).unwrap();
+    let mut c = postcard_config(&broker.url(), 8);
     c.qos = 0;
     c.payload = PayloadFormat::Json;
     c.topic_prefix = "robots/arm".into();
@@ -555,15 +568,18 @@ fn qos0_and_json_payloads_reach_a_dashboard() {
     let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
     assert_eq!(v["kind"], "detections");
     assert_eq!(v["device_id"], 8);
-    assert_eq!(v["body"]["Detections"]["width"], 640);
+    assert_eq!(v["width"], 640);
+    assert_eq!(v["schema"], 1);
 }
 
 #[test]
 fn detect_publishes_over_mqtt_and_listen_prints_it() {
     let broker = Broker::start("cli", BrokerOptions::default());
     let listener = common::lookout_command()
-        .args(["listen", "--mqtt", &broker.url(), "--topic", "lookout/#"])
-        .args(["--count", "12", "--idle-timeout", "120"])
+        // One level under the prefix: availability, status and detections (not the class
+        // tables or counts, which are a level deeper).
+        .args(["listen", "--mqtt", &broker.url(), "--topic", "lookout/0/+"])
+        .args(["--count", "9", "--idle-timeout", "120"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -586,16 +602,16 @@ fn detect_publishes_over_mqtt_and_listen_prints_it() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // The online status, 80 classes in 5 tables, 5 images and the offline status.
+    // Availability and status online, 5 images, status and availability offline.
     let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
-    assert_eq!(lines.len(), 12, "{kinds:?}");
-    assert_eq!((kinds[0], kinds[11]), ("status", "status"), "{kinds:?}");
-    assert!(
-        kinds.contains(&"detections") && kinds.contains(&"classes"),
-        "{kinds:?}"
-    );
+    assert_eq!(lines.len(), 9, "{lines:?}");
+    assert_eq!(kinds.len(), 7, "{kinds:?}");
+    assert_eq!((kinds[0], kinds[6]), ("status", "status"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "detections").count(), 5);
+    let available: Vec<&str> = lines.iter().filter_map(|l| l["payload"].as_str()).collect();
+    assert_eq!(available, ["online", "offline"], "{lines:?}");
     let named = lines.iter().any(|l| {
-        l.pointer("/body/Detections/detections/0/class")
+        l.pointer("/detections/0/class")
             .and_then(|c| c.as_str())
             .is_some()
     });

@@ -201,8 +201,9 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     // One complete rotation; the partial one at the end is left out without --partial.
     assert_eq!(lines.len(), 1, "{stdout}");
     let scan = &lines[0];
-    assert_eq!(scan["complete"], true);
-    assert_eq!(scan["points"], 17_955);
+    assert_eq!(scan["kind"], "lidar");
+    assert_eq!(scan["scan"]["complete"], true);
+    assert_eq!(scan["scan"]["points"], 17_955);
     let objects = scan["objects"].as_array().expect("objects");
     assert!(!objects.is_empty());
     for o in objects {
@@ -322,9 +323,9 @@ fn lidar_command_reads_a_live_velodyne_on_udp() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line: serde_json::Value =
         serde_json::from_str(stdout.lines().next().expect("a scan line")).expect("JSON");
-    assert_eq!(line["complete"], true);
+    assert_eq!(line["scan"]["complete"], true);
     assert!(
-        line["points"].as_u64().is_some_and(|n| n > 15_000),
+        line["scan"]["points"].as_u64().is_some_and(|n| n > 15_000),
         "{line}"
     );
 }

@@ -542,7 +542,8 @@ fn lookout_run_detects_on_camera_frames_drops_stale_ones_and_rides_out_an_unplug
     let stdout = String::from_utf8_lossy(&out.stdout);
     let frames: Vec<serde_json::Value> = stdout
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "detections")
         .collect();
     assert!(frames.len() >= min_frames, "{stdout}");
     // Every frame shows the cat; once confirmed it keeps one id, across the unplug too.

@@ -6,6 +6,7 @@ use super::{BranchOutput, BranchReport, BranchSummary, Counters};
 use crate::infer::pointnet::{lidar_objects_body, LidarDetection, PointNetClassifier};
 use crate::infer::ModelError;
 use crate::sink::class_table_bodies;
+use crate::sink::json::LIDAR_MODEL_PREFIX;
 use crate::stats::ms_rounded;
 use lookout_lidar::process::{segment, SegmentParams};
 use lookout_lidar::{PointCloud, PointCloudSource, SourceStats};
@@ -154,7 +155,10 @@ impl LidarBranch {
     ) -> (Counters, SourceStats) {
         let mut counters = Counters::default();
         // Readers learn the LiDAR class names first.
-        let tables = class_table_bodies(&self.model_name, self.classifier.class_names());
+        let tables = class_table_bodies(
+            &format!("{LIDAR_MODEL_PREFIX}{}", self.model_name),
+            self.classifier.class_names(),
+        );
         if !send(BranchOutput {
             timestamp_us: crate::source::monotonic_us(),
             frame_id: 0,
@@ -198,6 +202,10 @@ impl LidarBranch {
                     std::thread::sleep((due - Instant::now()).min(Duration::from_millis(50)));
                 }
             }
+            // The scan's own timestamps are the sensor's or the capture file's; messages are
+            // stamped on the pipeline's clock when the scan is complete here, so their age
+            // covers segmentation and classification.
+            let received_us = crate::source::monotonic_us();
             let started = Instant::now();
             match process_scan(&cloud, scan, &self.params, Some(&mut self.classifier)) {
                 Ok((report, objects)) => {
@@ -206,7 +214,7 @@ impl LidarBranch {
                         .map(|o| vec![lidar_objects_body(&o)])
                         .unwrap_or_default();
                     let output = BranchOutput {
-                        timestamp_us: cloud.timestamp_us,
+                        timestamp_us: received_us,
                         frame_id: scan,
                         bodies,
                         report: Some(BranchReport::Lidar(report)),

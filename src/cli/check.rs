@@ -53,6 +53,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
         &choice.path,
         &format!("run `models/fetch {model}` or give a path to an .onnx file"),
     );
+    if let Some(path) = &d.names {
+        problems.file(
+            "detector.names",
+            path,
+            "give a file with one class name per line",
+        );
+    }
     if !args.no_load && choice.path.exists() {
         match YoloDetector::load(
             choice,
@@ -62,7 +69,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
                 precision: d.precision.unwrap_or_default(),
             },
         ) {
-            Ok(detector) => {
+            Ok(mut detector) => {
+                if let Err(e) = super::classes::apply_names_file(
+                    &mut detector,
+                    d.names.as_deref().filter(|p| p.exists()),
+                    "detector.names",
+                ) {
+                    problems.add(e.to_string());
+                }
                 let (w, h) = detector.input_size();
                 insert(&mut table, "detector", "input_size", [w, h]);
                 facts.push(format!(

@@ -2,7 +2,51 @@
 //! with a "did you mean" for a misspelt name. Shared by `--classes`, `[segmenter] classes` and
 //! `[gpio] alert_classes`.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use std::path::Path;
+
+/// Reads a class-names file (`--names`, `detector.names`): one name per line (blank lines and
+/// `#` comments skipped), or Ultralytics' `{0: 'name', ...}` as its metadata writes it.
+pub fn read_names_file(path: &Path, origin: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{origin}: cannot read {}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        return lookout::infer::onnx_metadata::ultralytics_names(&text).with_context(|| {
+            format!(
+                "{origin}: {} is not a {{0: 'name', ...}} table with ids 0..n",
+                path.display()
+            )
+        });
+    }
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        bail!(
+            "{origin}: {} names no class: write one class name per line",
+            path.display()
+        );
+    }
+    Ok(names)
+}
+
+/// Applies `--names`/`detector.names` to a loaded detector.
+pub fn apply_names_file(
+    detector: &mut lookout::infer::yolo::YoloDetector,
+    path: Option<&Path>,
+    origin: &str,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let names = read_names_file(path, origin)?;
+        detector
+            .set_class_names(names)
+            .map_err(|e| anyhow::anyhow!("{origin}: {} {e}", path.display()))?;
+    }
+    Ok(())
+}
 
 /// Levenshtein distance, for "did you mean" hints on class names.
 fn edit_distance(a: &str, b: &str) -> usize {

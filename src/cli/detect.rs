@@ -11,6 +11,7 @@ use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
+use lookout::sink::json::{document, ClassNames};
 use lookout::sink::{class_table_bodies, detections_body, MessageBuilder};
 use lookout::source::replay::{expand_inputs, load_frame};
 use lookout::stats::ms_rounded;
@@ -29,6 +30,9 @@ pub struct DetectArgs {
     /// [default: yolo11n].
     #[arg(long)]
     pub model: Option<String>,
+    /// Class names, one per line, for a model whose ONNX metadata does not name them.
+    #[arg(long)]
+    pub names: Option<PathBuf>,
     /// Minimum class score to keep a detection [default: 0.25].
     #[arg(long)]
     pub conf: Option<f32>,
@@ -67,6 +71,9 @@ pub struct DetectArgs {
     /// settings come from the board config's [mqtt] section.
     #[arg(long)]
     pub mqtt: Option<String>,
+    /// MQTT payload format: json (documents, the default) or postcard (compact binary).
+    #[arg(long, value_parser = clap::value_parser!(lookout::config::PayloadFormat))]
+    pub payload: Option<lookout::config::PayloadFormat>,
     /// Device id carried in every published message [default: board.device_id or 0].
     #[arg(long)]
     pub device_id: Option<u16>,
@@ -100,22 +107,11 @@ pub struct SegmentOptions {
     pub mask_frame_bytes: Option<usize>,
 }
 
+/// What `lookout detect` adds to an image's detections document: the file, the masks (with
+/// `--segment`) and the stage times.
 #[derive(Serialize)]
-struct DetectionRecord<'a> {
-    class_id: usize,
-    class: &'a str,
-    score: f32,
-    /// x1, y1, x2, y2 in source-image pixels.
-    #[serde(rename = "box")]
-    bbox: [f32; 4],
-}
-
-#[derive(Serialize)]
-struct ImageRecord<'a> {
+struct ImageExtras {
     image: String,
-    width: u32,
-    height: u32,
-    detections: Vec<DetectionRecord<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     masks: Option<Vec<MaskRecord>>,
     ms: Timing,
@@ -128,11 +124,6 @@ struct Timing {
     decode: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     segment: Option<f64>,
-}
-
-fn round(v: f32, places: i32) -> f32 {
-    let f = 10f32.powi(places);
-    (v * f).round() / f
 }
 
 /// Blends a mask into an annotated image (blue tint), under the boxes drawn afterwards.
@@ -177,6 +168,15 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         input_size,
         &EngineOptions { threads, precision },
     )?;
+    match (&args.names, &cfg.names, &args.config) {
+        (Some(p), _, _) => super::classes::apply_names_file(&mut detector, Some(p), "--names")?,
+        (None, Some(p), Some(c)) => super::classes::apply_names_file(
+            &mut detector,
+            Some(p),
+            &format!("detector.names of {}", c.display()),
+        )?,
+        _ => {}
+    }
     let (classes, classes_origin) = match (&args.classes[..], &args.config) {
         ([], Some(path)) => (
             cfg.classes.clone().unwrap_or_default(),
@@ -242,12 +242,16 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
         baud: args.baud,
         mqtt: args.mqtt.as_deref(),
         wait_for_serial: false,
+        payload: args.payload,
+        model,
     };
     let mut sinks = open_sinks(&sink_args, &board, device_id)?;
     let mut builder = MessageBuilder::new(device_id);
     // Readers learn class names first.
+    let mut class_names = ClassNames::new();
     for body in class_table_bodies(model, detector.class_names()) {
         let message = builder.message(0, 0, body);
+        class_names.learn(&message);
         for sink in sinks.iter_mut() {
             sink.publisher.publish(&message)?;
         }
@@ -294,19 +298,12 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             }
             None => None,
         };
-        let record = ImageRecord {
+        // The document every JSON output prints, made from the message the sinks get.
+        let body = detections_body(frame.image.width(), frame.image.height(), &detections);
+        let message = builder.message(frame.timestamp_us, frame.frame_id as u32, body);
+        let mut line = document(&message, &class_names, None);
+        let extras = serde_json::to_value(ImageExtras {
             image: frame.origin.clone(),
-            width: frame.image.width(),
-            height: frame.image.height(),
-            detections: detections
-                .iter()
-                .map(|d| DetectionRecord {
-                    class_id: d.class_id,
-                    class: names.get(d.class_id).map_or("?", String::as_str),
-                    score: round(d.score, 4),
-                    bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2].map(|v| round(v, 2)),
-                })
-                .collect(),
             masks,
             ms: Timing {
                 preprocess: ms_rounded(times.preprocess),
@@ -314,10 +311,11 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
                 decode: ms_rounded(times.decode),
                 segment: segment_ms,
             },
-        };
-        println!("{}", serde_json::to_string(&record)?);
-        let body = detections_body(record.width, record.height, &detections);
-        let message = builder.message(frame.timestamp_us, frame.frame_id as u32, body);
+        })?;
+        if let (Some(line), serde_json::Value::Object(extras)) = (line.as_object_mut(), extras) {
+            line.extend(extras);
+        }
+        println!("{line}");
         for sink in sinks.iter_mut() {
             sink.publisher.publish(&message)?;
         }

@@ -2,14 +2,17 @@
 //! live Velodyne on UDP), classified 3D objects out, one JSON line per scan.
 
 use super::default_threads;
+use super::sinks::{open_sinks, SinkArgs};
 use anyhow::{bail, Context};
 use lookout::branch::lidar::process_scan;
+use lookout::clock::epoch_now_us;
 use lookout::config::BoardConfig;
 use lookout::infer::pointnet::{
     lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
 };
 use lookout::infer::EngineOptions;
-use lookout::sink::{class_table_bodies, MessageBuilder, Publisher};
+use lookout::sink::json::{document, ClassNames, LIDAR_MODEL_PREFIX};
+use lookout::sink::{class_table_bodies, MessageBuilder};
 use lookout::source::lidar::{open, parse_model, LidarInput};
 use lookout_lidar::process::SegmentParams;
 use lookout_lidar::velodyne::CutAzimuth;
@@ -89,31 +92,30 @@ pub struct LidarArgs {
     /// Serial baud rate.
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
-    /// Device id carried in every published message.
-    #[arg(long, default_value_t = 0)]
-    pub device_id: u16,
+    /// Also publish each scan's objects to this MQTT broker (mqtt://host:port); other MQTT
+    /// settings come from the --config board config's [mqtt] section.
+    #[arg(long)]
+    pub mqtt: Option<String>,
+    /// MQTT payload format: json (documents, the default) or postcard (compact binary).
+    #[arg(long, value_parser = clap::value_parser!(lookout::config::PayloadFormat))]
+    pub payload: Option<lookout::config::PayloadFormat>,
+    /// Device id carried in every published message [default: board.device_id or 0].
+    #[arg(long)]
+    pub device_id: Option<u16>,
 }
 
-/// Opens the serial publisher when `--serial` was given.
-fn open_publisher(args: &LidarArgs) -> anyhow::Result<Option<Box<dyn Publisher>>> {
-    let Some(path) = &args.serial else {
-        return Ok(None);
-    };
-    #[cfg(feature = "serial")]
-    {
-        use lookout::sink::serial::{SerialConfig, SerialPublisher};
-        // A live sensor runs like a service: wait for an adapter that enumerates late.
-        let publisher = SerialPublisher::open(SerialConfig {
-            wait_for_device: args.udp.is_some() || args.rplidar.is_some(),
-            ..SerialConfig::new(path, args.baud)
-        })?;
-        Ok(Some(Box::new(publisher)))
-    }
-    #[cfg(not(feature = "serial"))]
-    {
-        let _ = path;
-        bail!("{}", super::sinks::NO_SERIAL)
-    }
+/// One unclassified cluster as the schema's LiDAR object (class, score null).
+fn unclassified(o: &lookout::branch::lidar::ObjectReport) -> serde_json::Value {
+    let mm = |v: f32| (v * 1000.0).round() as f64 / 1000.0;
+    serde_json::json!({
+        "class_id": null,
+        "class": null,
+        "score": null,
+        "center_m": o.center_m.map(mm),
+        "size_m": o.size_m.map(mm),
+        "yaw_rad": (o.yaw_rad * 1000.0).round() as f64 / 1000.0,
+        "points": o.points,
+    })
 }
 
 pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
@@ -192,12 +194,32 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
     params.cluster.tolerance_m = args.cluster_tolerance;
     params.cluster.min_points = args.min_points;
 
-    let mut publisher = open_publisher(&args)?;
-    let mut builder = MessageBuilder::new(args.device_id);
-    if let (Some(p), Some(c)) = (publisher.as_mut(), classifier.as_ref()) {
+    let device_id = args.device_id.or(board.board.device_id).unwrap_or(0);
+    let sink_args = SinkArgs {
+        serial: args.serial.as_deref(),
+        baud: args.baud,
+        // --mqtt only: a board config given for its [lidar] section does not publish by itself.
+        mqtt: args.mqtt.as_deref(),
+        // A live sensor runs like a service: wait for an adapter that enumerates late.
+        wait_for_serial: live,
+        payload: args.payload,
+        model: spec,
+    };
+    let mut sinks = if args.serial.is_some() || args.mqtt.is_some() {
+        open_sinks(&sink_args, &board, device_id)?
+    } else {
+        Vec::new()
+    };
+    let mut builder = MessageBuilder::new(device_id);
+    let mut names = ClassNames::new();
+    if let Some(c) = classifier.as_ref() {
         // Readers learn class names first.
-        for body in class_table_bodies(spec, c.class_names()) {
-            p.publish(&builder.message(0, 0, body))?;
+        for body in class_table_bodies(&format!("{LIDAR_MODEL_PREFIX}{spec}"), c.class_names()) {
+            let message = builder.message(epoch_now_us(), 0, body);
+            names.learn(&message);
+            for sink in sinks.iter_mut() {
+                sink.publisher.publish(&message)?;
+            }
         }
     }
 
@@ -219,24 +241,45 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             Err(e) => return Err(e.into()),
         };
         silence.heard();
+        // The scan's own timestamp is the sensor's or the capture's; the documents carry when
+        // lookout had it, and the age once it is classified.
+        let received = (epoch_now_us(), std::time::Instant::now());
         if !cloud.complete && !args.partial {
             continue;
         }
-        let (line, classified) = process_scan(&cloud, scan, &params, classifier.as_mut())?;
-        println!("{}", serde_json::to_string(&line)?);
-        if let (Some(p), Some(objects)) = (publisher.as_mut(), classified.as_ref()) {
-            let body = lidar_objects_body(objects);
-            p.publish(&builder.message(cloud.timestamp_us, scan as u32, body))?;
+        let (report, classified) = process_scan(&cloud, scan, &params, classifier.as_mut())?;
+        let body = match &classified {
+            Some(objects) => lidar_objects_body(objects),
+            None => lidar_objects_body(&[]),
+        };
+        let message = builder.message(received.0, scan as u32, body);
+        let age_us = received.1.elapsed().as_micros() as u64;
+        let mut line = document(&message, &names, Some(age_us));
+        if classified.is_none() {
+            line["objects"] = report.objects.iter().map(unclassified).collect();
+        }
+        line["scan"] = serde_json::json!({
+            "sensor_us": report.timestamp_us,
+            "complete": report.complete,
+            "points": report.points,
+            "obstacle_points": report.obstacle_points,
+        });
+        line["ms"] = serde_json::to_value(&report.ms)?;
+        println!("{line}");
+        if classified.is_some() {
+            for sink in sinks.iter_mut() {
+                sink.publisher.publish_aged(&message, Some(age_us))?;
+            }
         }
         scan += 1;
     }
-    if let Some(p) = publisher.as_mut() {
-        // Give the line time to carry what is queued: frames / (baud / 10 bits) plus slack.
-        let queued = p.stats().queued as f64;
-        let seconds = 2.0 + queued * lookout_wire::MAX_FRAME_LEN as f64 * 10.0 / args.baud as f64;
+    for sink in sinks.iter_mut() {
+        let p = &mut sink.publisher;
+        let seconds = 2.0 + p.stats().queued as f64 * sink.seconds_per_message;
         if !p.flush(Duration::from_secs_f64(seconds.min(60.0))) {
             eprintln!(
-                "warning: serial: {} messages still queued at exit",
+                "warning: {}: {} messages still queued at exit",
+                sink.name,
                 p.stats().queued
             );
         }

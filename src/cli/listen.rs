@@ -2,7 +2,7 @@
 //! as a JSON line, naming classes once a class table has arrived.
 
 #[cfg(any(feature = "serial", feature = "mqtt"))]
-use lookout::sink::json::{learn_classes, message_json, ClassNames};
+use lookout::sink::json::{document, ClassNames};
 
 #[derive(Debug, clap::Args)]
 pub struct ListenArgs {
@@ -31,6 +31,14 @@ pub fn run(args: ListenArgs) -> anyhow::Result<()> {
         (None, Some(url)) => listen_mqtt(url, &args),
         (None, None) => anyhow::bail!("give --serial DEVICE or --mqtt URL"),
     }
+}
+
+/// A short printable text payload, as the availability and count topics carry.
+#[cfg(feature = "mqtt")]
+fn plain_text(payload: &[u8]) -> bool {
+    payload.len() <= 64
+        && std::str::from_utf8(payload)
+            .is_ok_and(|s| !s.is_empty() && !s.chars().any(char::is_control))
 }
 
 #[cfg(not(feature = "mqtt"))]
@@ -104,9 +112,13 @@ fn listen_mqtt(url: &str, args: &ListenArgs) -> anyhow::Result<()> {
                 } else {
                     match lookout_wire::decode_message(&p.payload) {
                         Ok(m) => {
-                            learn_classes(&m, &mut names);
-                            Some(message_json(&m, &names))
+                            names.learn(&m);
+                            Some(document(&m, &names, None))
                         }
+                        // The plain-text convention topics (`available`, `count/<class>`).
+                        Err(_) if plain_text(&p.payload) => Some(serde_json::json!({
+                            "payload": String::from_utf8_lossy(&p.payload),
+                        })),
                         Err(e) => {
                             log::info!("{}: payload rejected: {e}", p.topic);
                             None
@@ -212,8 +224,9 @@ fn listen_serial(path: &str, args: &ListenArgs) -> anyhow::Result<()> {
         for r in out {
             match r {
                 Ok(m) => {
-                    learn_classes(&m, &mut names);
-                    println!("{}", message_json(&m, &names));
+                    names.learn(&m);
+                    // Postcard carries no age: `age_us` is null.
+                    println!("{}", document(&m, &names, None));
                     received += 1;
                     last_valid = Instant::now();
                 }

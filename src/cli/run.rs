@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use lookout::branch::lidar::LidarBranch;
 use lookout::branch::segment::SegmenterBranch;
 use lookout::clock::MonotonicClock;
-use lookout::config::BoardConfig;
+use lookout::config::{BoardConfig, PayloadFormat};
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::detector::YoloFrames;
 use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier};
@@ -17,6 +17,7 @@ use lookout::infer::sam::{SamModelPaths, SamSegmenter, SegmentBudget};
 use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
 use lookout::pipeline::{self, Branches, FrameInput, NamedSink, Pipeline, PipelineOptions, Report};
+use lookout::sink::json::StdoutPublisher;
 use lookout::source::camera::ReplaySection;
 use lookout::source::latest::LatestFrame;
 use lookout::source::open_camera;
@@ -57,7 +58,10 @@ pub struct RunArgs {
     /// Seconds between status messages (0.1 to 86400).
     #[arg(long, default_value_t = 5.0, value_parser = lookout::limits::parse_interval_seconds)]
     pub status_interval: f64,
-    /// Do not print a JSON line per frame.
+    /// MQTT payload format: json (documents, the default) or postcard (compact binary).
+    #[arg(long, value_parser = clap::value_parser!(PayloadFormat))]
+    pub payload: Option<PayloadFormat>,
+    /// Do not print the JSON documents on stdout.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -112,6 +116,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
             precision: d.precision.unwrap_or_default(),
         },
     )?;
+    super::classes::apply_names_file(
+        &mut detector,
+        d.names.as_deref(),
+        &format!("detector.names of {}", args.config.display()),
+    )?;
     let origin = format!("detector.classes of {}", args.config.display());
     let params = DecodeParams {
         conf_threshold: d.conf.unwrap_or_default(),
@@ -136,8 +145,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         mqtt: args.mqtt.as_deref(),
         // A service waits for its adapter, as for its camera.
         wait_for_serial: true,
+        payload: args.payload,
+        model,
     };
-    let sinks = open_sinks(&sink_args, &board, device_id)?
+    let mut sinks: Vec<NamedSink> = open_sinks(&sink_args, &board, device_id)?
         .into_iter()
         .map(|s| NamedSink {
             name: s.name.to_string(),
@@ -145,6 +156,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
             drain_timeout: Duration::from_secs(5),
         })
         .collect();
+    if !args.quiet {
+        // stdout carries the same documents as the JSON MQTT payload, one per line.
+        sinks.push(NamedSink {
+            name: "stdout".into(),
+            publisher: Box::new(StdoutPublisher::default()),
+            drain_timeout: Duration::ZERO,
+        });
+    }
     let options = PipelineOptions {
         device_id,
         model_name: model.to_string(),
@@ -155,14 +174,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         max_duration: args.duration.map(Duration::from_secs_f64),
         frame_timeout: Duration::from_secs(2),
     };
-    let quiet = args.quiet;
-    let on_frame = Box::new(move |report: Report<'_>| {
-        if !quiet {
-            if let Ok(line) = serde_json::to_string(&report) {
-                println!("{line}");
-            }
-        }
-    });
+    let on_frame = Box::new(|_: Report<'_>| {});
     // Capture starts once the model is loaded: frames read during the load would only be
     // dropped.
     let source = if paced {

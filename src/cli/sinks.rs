@@ -28,6 +28,12 @@ pub struct SinkArgs<'a> {
     /// Wait for a serial device that is absent at start (a service), instead of failing.
     #[cfg_attr(not(feature = "serial"), allow(dead_code))]
     pub wait_for_serial: bool,
+    /// `--payload`: overrides the config's `mqtt.payload`.
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+    pub payload: Option<lookout::config::PayloadFormat>,
+    /// The model whose messages these are (Home Assistant's device model).
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+    pub model: &'a str,
 }
 
 /// Opens the sinks asked for: `--serial`, and `--mqtt` or the config's `[mqtt]` section.
@@ -63,7 +69,19 @@ pub fn open_sinks(
         {
             use lookout::sink::mqtt::{MqttConfig, MqttPublisher};
             let section = config.mqtt.clone().unwrap_or_default();
-            let mqtt = MqttConfig::from_section(&section, args.mqtt, device_id)?;
+            let mut mqtt = MqttConfig::from_section(&section, args.mqtt, device_id)?;
+            if let Some(payload) = args.payload {
+                mqtt.payload = payload;
+            }
+            mqtt.model = args.model.to_string();
+            if let (Some(ha), None, Some(classes)) = (
+                mqtt.home_assistant.as_mut(),
+                &section.home_assistant_classes,
+                config.detector.classes.as_ref(),
+            ) {
+                // The classes the detector is told to report are the ones worth a sensor.
+                ha.classes = classes.clone();
+            }
             sinks.push(Sink {
                 name: "mqtt",
                 publisher: Box::new(MqttPublisher::start(mqtt)?),

@@ -3,6 +3,7 @@
 //! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
 pub mod detector;
+pub mod onnx_metadata;
 pub mod pointnet;
 pub mod sam;
 mod verified;

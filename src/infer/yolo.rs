@@ -1,6 +1,7 @@
 //! YOLO11 detector adapter: letterbox a frame, run the network, decode the head and map boxes
 //! back onto the frame. Holds its buffers so steady-state frames allocate little.
 
+use super::onnx_metadata::{metadata_props, ultralytics_names};
 use super::{read_model_file, Engine, EngineOptions, ModelError, OpTime, Precision};
 use crate::decode::yolo::{anchor_count, decode_head, head_from_dfl, DecodeParams};
 use crate::decode::Detection;
@@ -179,6 +180,20 @@ pub struct YoloDetector {
     class_names: Vec<String>,
 }
 
+/// Ultralytics' `imgsz` metadata, `[640, 640]` (height, width) or `640`.
+fn metadata_imgsz(text: &str) -> Option<(u32, u32)> {
+    let v: Vec<u32> = text
+        .trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')')
+        .split(',')
+        .map(|s| s.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match v[..] {
+        [side] => Some((side, side)),
+        [h, w] => Some((w, h)),
+        _ => None,
+    }
+}
+
 /// Checks a network input size: non-zero multiples of the model's stride.
 pub fn check_input_size(width: u32, height: u32, stride: u32) -> Result<(), String> {
     if width == 0 || height == 0 || !width.is_multiple_of(stride) || !height.is_multiple_of(stride)
@@ -205,20 +220,34 @@ impl YoloDetector {
     ) -> Result<YoloDetector, ModelError> {
         let choice = choice.for_precision(options.precision);
         let entry = choice.entry.as_ref();
-        let stride = entry.map_or(32, |e| e.input.stride);
+        let expected = match (&choice.name, entry, choice.verify_sha256) {
+            (Some(n), Some(e), true) => Some((n.as_str(), e.sha256.as_str())),
+            _ => None,
+        };
+        let bytes = read_model_file(&choice.path, expected, &choice.fix_if_missing())?;
+        // Ultralytics exports say what they are: class names, input size, stride, task.
+        let meta = metadata_props(&bytes);
+        if let Some(task) = meta.get("task").filter(|t| t.as_str() != "detect") {
+            return Err(ModelError::Unsupported {
+                path: choice.path.clone(),
+                reason: format!(
+                    "its metadata says it is a '{task}' model; lookout needs a YOLO detection model (task 'detect')"
+                ),
+            });
+        }
+        let stride = entry
+            .map(|e| e.input.stride)
+            .or_else(|| meta.get("stride").and_then(|s| s.trim().parse().ok()))
+            .unwrap_or(32);
         let (input_w, input_h) = input_size
             .or_else(|| entry.map(|e| (e.input.default_size[0], e.input.default_size[1])))
+            .or_else(|| meta.get("imgsz").and_then(|s| metadata_imgsz(s)))
             .unwrap_or((640, 640));
         check_input_size(input_w, input_h, stride).map_err(|reason| ModelError::Shape {
             path: choice.path.clone(),
             shape: vec![1, 3, input_h as usize, input_w as usize],
             reason,
         })?;
-        let expected = match (&choice.name, entry, choice.verify_sha256) {
-            (Some(n), Some(e), true) => Some((n.as_str(), e.sha256.as_str())),
-            _ => None,
-        };
-        let bytes = read_model_file(&choice.path, expected, &choice.fix_if_missing())?;
         let shape = [1, 3, input_h as usize, input_w as usize];
         let engine = Engine::load(&choice.path, &bytes, &shape, options, &dfl_cut)?;
         let normalisation = entry.map_or_else(Normalisation::default, |e| Normalisation {
@@ -227,7 +256,14 @@ impl YoloDetector {
             std: e.input.std,
             pad_value: e.input.letterbox_pad,
         });
-        let class_names = entry.map(|e| e.classes.names.clone()).unwrap_or_default();
+        // The model's own names first (a custom model's manifest entry would be a copy's),
+        // then the manifest's.
+        let class_names = meta
+            .get("names")
+            .and_then(|n| ultralytics_names(n))
+            .or_else(|| entry.map(|e| e.classes.names.clone()))
+            .unwrap_or_default();
+        drop(bytes);
         let mut detector = YoloDetector {
             engine,
             layout: HeadLayout::Full,
@@ -282,11 +318,25 @@ impl YoloDetector {
             return Err(ModelError::Unsupported {
                 path: self.choice.path.clone(),
                 reason: format!(
-                    "the model has {classes} classes but the manifest names {}",
+                    "the model has {classes} classes but its metadata or the manifest names {}",
                     self.class_names.len()
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Replaces the class names (`--names FILE`), which must be one per class of the model.
+    pub fn set_class_names(&mut self, names: Vec<String>) -> Result<(), String> {
+        if names.len() != self.class_names.len() {
+            return Err(format!(
+                "names {} classes but the model {} has {}",
+                names.len(),
+                self.choice.path.display(),
+                self.class_names.len()
+            ));
+        }
+        self.class_names = names;
         Ok(())
     }
 

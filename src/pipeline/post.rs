@@ -94,16 +94,17 @@ impl Post {
         // Readers learn the class names first, then that this device is online.
         let now = self.setup.clock.now_us();
         for body in class_table_bodies(&self.setup.options.model_name, &self.setup.class_names) {
-            self.publish(now, 0, body);
+            self.publish(now, 0, body, false);
         }
         let online = self.status(true);
-        self.publish(now, 0, online);
+        self.publish(now, 0, online, false);
         for item in rx {
             match item {
                 PostItem::Frame(processed) => self.frame(processed),
                 PostItem::Branch(output) => {
                     for body in output.bodies {
-                        self.publish(output.timestamp_us, output.frame_id as u32, body);
+                        let aged = !matches!(body, Body::ClassTable(_));
+                        self.publish(output.timestamp_us, output.frame_id as u32, body, aged);
                     }
                     if let Some(report) = &output.report {
                         (self.on_frame)(Report::Branch(report));
@@ -112,15 +113,23 @@ impl Post {
             }
         }
         let offline = self.status(false);
-        self.publish(self.setup.clock.now_us(), 0, offline);
+        self.publish(self.setup.clock.now_us(), 0, offline, false);
         let summaries = self.drain();
         (self.latencies.summary(), summaries)
     }
 
-    fn publish(&mut self, timestamp_us: u64, frame_id: u32, body: Body) {
-        let message: Message = self.builder.message(timestamp_us, frame_id, body);
+    /// Publishes `body` about the frame captured at `timestamp_us` (the pipeline's monotonic
+    /// clock). The header carries the capture time on the epoch clock, so readers on other
+    /// machines can use it; `aged` messages (about a frame) also tell JSON sinks its age.
+    fn publish(&mut self, timestamp_us: u64, frame_id: u32, body: Body, aged: bool) {
+        let age_us = self.setup.clock.now_us().saturating_sub(timestamp_us);
+        let capture_epoch_us = crate::clock::epoch_now_us().saturating_sub(age_us);
+        let message: Message = self.builder.message(capture_epoch_us, frame_id, body);
         for sink in self.setup.sinks.iter_mut() {
-            if let Err(e) = sink.publisher.publish(&message) {
+            if let Err(e) = sink
+                .publisher
+                .publish_aged(&message, aged.then_some(age_us))
+            {
                 log::warn!("{}: {e}", sink.name);
             }
         }
@@ -143,15 +152,15 @@ impl Post {
         let track_ids = update.track_ids.to_vec();
         let track_events = update.events.len();
         let tracks = (!update.events.is_empty()).then(|| tracks_body(update.events));
-        self.publish(item.timestamp_us, frame_id, body);
+        self.publish(item.timestamp_us, frame_id, body, true);
         if let Some(tracks) = tracks {
-            self.publish(item.timestamp_us, frame_id, tracks);
+            self.publish(item.timestamp_us, frame_id, tracks, true);
         }
         let interval_us = self.setup.options.status_interval.as_micros() as u64;
         let last = *self.last_status_us.get_or_insert(item.timestamp_us);
         if item.timestamp_us.saturating_sub(last) >= interval_us {
             let body = self.status(true);
-            self.publish(self.setup.clock.now_us(), frame_id, body);
+            self.publish(self.setup.clock.now_us(), frame_id, body, false);
             self.last_status_us = Some(item.timestamp_us);
             self.log_status();
         }

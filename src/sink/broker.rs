@@ -10,11 +10,27 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadFormat {
-    /// The wire crate's postcard bytes (`lookout_wire::encode_message`): compact, typed.
-    #[default]
+    /// The wire crate's postcard bytes (`lookout_wire::encode_message`): compact, typed, for
+    /// microcontrollers and bandwidth-starved links.
     Postcard,
-    /// One JSON object per message, for dashboards that cannot decode postcard.
+    /// One JSON document per message (docs/schema/lookout.schema.json): what dashboards,
+    /// Node-RED and scripts read without a decoder. The default.
+    #[default]
     Json,
+}
+
+impl std::str::FromStr for PayloadFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PayloadFormat, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(PayloadFormat::Json),
+            "postcard" => Ok(PayloadFormat::Postcard),
+            other => Err(format!(
+                "'{other}' is not a payload format: use json or postcard"
+            )),
+        }
+    }
 }
 
 /// MQTT publishing. Secrets are never written here: they come from a file or an environment
@@ -24,7 +40,9 @@ pub enum PayloadFormat {
 pub struct MqttSection {
     /// Broker: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS, 8883).
     pub url: Option<String>,
-    /// Default `lookout-<device_id>`. A persistent session is keyed by it: keep it stable.
+    /// Default `lookout-<device_id>-<machine>` (the first 8 characters of /etc/machine-id, or
+    /// the host name), so two boards on defaults do not take each other's session. A
+    /// persistent session is keyed by it: keep it stable.
     pub client_id: Option<String>,
     /// Default `lookout/<device_id>`; messages go to `<prefix>/<kind>`.
     pub topic_prefix: Option<String>,
@@ -48,6 +66,13 @@ pub struct MqttSection {
     pub client_key_file: Option<PathBuf>,
     /// Longest wait between reconnection attempts (back-off doubles up to it), seconds.
     pub reconnect_max_s: Option<f64>,
+    /// Publish Home Assistant MQTT discovery for the classes below. Default false.
+    pub home_assistant: Option<bool>,
+    /// Home Assistant's discovery prefix. Default `homeassistant`.
+    pub home_assistant_prefix: Option<String>,
+    /// Classes that get a "detected" binary sensor and a count sensor. Default: the detector's
+    /// `classes`, else `["person"]`.
+    pub home_assistant_classes: Option<Vec<String>>,
 }
 
 /// A parsed broker address.

@@ -39,6 +39,12 @@ pub enum PublishError {
 pub trait Publisher {
     /// Queues `message` for sending; never blocks on I/O.
     fn publish(&mut self, message: &Message) -> Result<(), PublishError>;
+    /// Queues `message`, knowing how old its frame was at publish (µs): sinks that send JSON
+    /// put it in the document's `age_us`; binary sinks have no field for it.
+    fn publish_aged(&mut self, message: &Message, age_us: Option<u64>) -> Result<(), PublishError> {
+        let _ = age_us;
+        self.publish(message)
+    }
     fn stats(&self) -> PublisherStats;
     /// Waits up to `timeout` for the queue to drain; true when it did.
     fn flush(&mut self, timeout: Duration) -> bool;

@@ -3,8 +3,9 @@
 //! `mqtts://`. Resolved once from the board config's `[mqtt]` section, so a missing password
 //! or certificate fails at start-up with the key to fix, not at the first connect.
 
+use super::conventions::{HomeAssistant, OFFLINE};
 use crate::sink::broker::{BrokerUrl, MqttSection, PayloadFormat};
-use crate::sink::json::{message_json, ClassNames};
+use crate::sink::json::{document, ClassNames, LIDAR_MODEL_PREFIX};
 use crate::sink::PublishError;
 use lookout_wire::{Body, Header, Message, Status, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -61,6 +62,37 @@ pub struct MqttConfig {
     pub reconnect_max: Duration,
     /// Messages handed to the client but not yet acknowledged, at most.
     pub inflight: u16,
+    /// Home Assistant discovery, when `[mqtt] home_assistant = true`.
+    pub home_assistant: Option<HomeAssistant>,
+    /// The detector's model, for the device Home Assistant shows.
+    pub model: String,
+}
+
+/// What tells this machine apart from others on a broker: the first 8 characters of
+/// /etc/machine-id (stable across reboots, unique per install), else the host name.
+fn machine_tag() -> Option<String> {
+    let from_file = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let tag = from_file("/etc/machine-id")
+        .map(|id| id.chars().take(8).collect::<String>())
+        .or_else(|| from_file("/proc/sys/kernel/hostname"))?;
+    let tag: String = tag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (!tag.is_empty()).then_some(tag)
+}
+
+/// The default client id: `lookout-<device_id>-<machine>`.
+pub fn default_client_id(device_id: u16) -> String {
+    match machine_tag() {
+        Some(tag) => format!("lookout-{device_id}-{tag}"),
+        None => format!("lookout-{device_id}"),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,17 +148,19 @@ impl MqttConfig {
         Ok(MqttConfig {
             broker,
             device_id,
-            client_id: format!("lookout-{device_id}"),
+            client_id: default_client_id(device_id),
             topic_prefix: format!("lookout/{device_id}"),
             qos: 1,
             keep_alive: Duration::from_secs(30),
             queue_size: 10_000,
-            payload: PayloadFormat::Postcard,
+            payload: PayloadFormat::default(),
             persistent_session: true,
             credentials: None,
             tls,
             reconnect_max: Duration::from_secs(30),
             inflight: 100,
+            home_assistant: None,
+            model: String::new(),
         })
     }
 
@@ -154,6 +188,20 @@ impl MqttConfig {
         c.persistent_session = section.persistent_session.unwrap_or(c.persistent_session);
         if let Some(s) = section.reconnect_max_s {
             c.reconnect_max = Duration::from_secs_f64(s);
+        }
+        if section.home_assistant == Some(true) {
+            c.home_assistant = Some(HomeAssistant {
+                discovery_prefix: section
+                    .home_assistant_prefix
+                    .clone()
+                    .unwrap_or_else(|| "homeassistant".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                classes: section
+                    .home_assistant_classes
+                    .clone()
+                    .unwrap_or_else(|| vec!["person".into()]),
+            });
         }
         let password = match (&section.password_file, &section.password_env) {
             (Some(path), _) => {
@@ -195,6 +243,9 @@ impl MqttConfig {
     /// The topic a body is published on.
     pub fn topic(&self, body: &Body) -> String {
         match body {
+            Body::ClassTable(t) if t.model.starts_with(LIDAR_MODEL_PREFIX) => {
+                format!("{}/lidar/classes/{}", self.topic_prefix, t.first_class_id)
+            }
             Body::ClassTable(t) => {
                 format!("{}/classes/{}", self.topic_prefix, t.first_class_id)
             }
@@ -210,7 +261,19 @@ impl MqttConfig {
         }
     }
 
-    pub(super) fn encode(&self, message: &Message) -> Result<Vec<u8>, PublishError> {
+    /// The availability topic (`online`/`offline`, retained, the last will).
+    pub fn available_topic(&self) -> String {
+        format!("{}/available", self.topic_prefix)
+    }
+
+    /// Encodes `message` in the configured format; JSON documents name classes from `names`
+    /// and carry the frame's age when known.
+    pub(super) fn encode(
+        &self,
+        message: &Message,
+        names: &ClassNames,
+        age_us: Option<u64>,
+    ) -> Result<Vec<u8>, PublishError> {
         match self.payload {
             PayloadFormat::Postcard => {
                 let mut buf = vec![0u8; MAX_FRAME_LEN];
@@ -220,9 +283,7 @@ impl MqttConfig {
                 buf.truncate(n);
                 Ok(buf)
             }
-            PayloadFormat::Json => Ok(message_json(message, &ClassNames::new())
-                .to_string()
-                .into_bytes()),
+            PayloadFormat::Json => Ok(document(message, names, age_us).to_string().into_bytes()),
         }
     }
 
@@ -256,13 +317,11 @@ impl MqttConfig {
         o.set_inflight(self.inflight.max(1));
         o.set_pending_throttle(Duration::ZERO);
         o.set_max_packet_size(MAX_FRAME_LEN * 4, MAX_FRAME_LEN * 4);
-        let will = self.link_status(false);
-        let payload = self
-            .encode(&will)
-            .map_err(|e| MqttError::Tls(e.to_string()))?;
+        // The plain availability topic is the will: what Home Assistant, Frigate users and
+        // any `mosquitto_sub` read to know the device died.
         o.set_last_will(LastWill::new(
-            self.topic(&will.body),
-            payload,
+            self.available_topic(),
+            OFFLINE.as_bytes().to_vec(),
             QoS::AtLeastOnce,
             true,
         ));
@@ -357,8 +416,11 @@ mod tests {
         let c = MqttConfig::from_section(&MqttSection::default(), Some("mqtt://h"), 7).unwrap();
         assert_eq!(
             (c.client_id.as_str(), c.topic_prefix.as_str(), c.qos),
-            ("lookout-7", "lookout/7", 1)
+            (default_client_id(7).as_str(), "lookout/7", 1)
         );
+        // Unique per machine: the device id and this machine's tag.
+        assert!(c.client_id.starts_with("lookout-7-"), "{}", c.client_id);
+        assert_eq!(c.payload, PayloadFormat::Json);
         assert!(c.persistent_session && c.tls.is_none() && c.credentials.is_none());
         assert!(matches!(
             MqttConfig::from_section(&MqttSection::default(), None, 7),

@@ -7,10 +7,13 @@
 //! had in flight) costs nothing: lookout queues those messages again. With a persistent
 //! session the broker also keeps what it acknowledged for offline subscribers.
 //!
-//! Topics are `<prefix>/<kind>` (`detections`, `tracks`, `masks`, `lidar`, `status`) and
-//! `<prefix>/classes/<first_class_id>`; status and class tables are retained. The link itself
-//! publishes a retained `online` status on every connection and leaves an `offline` one as
-//! its last will, so subscribers see a device die.
+//! Topics are `<prefix>/<kind>` (`detections`, `tracks`, `masks`, `lidar`, `status`),
+//! `<prefix>/classes/<first_class_id>` and `<prefix>/lidar/classes/<first_class_id>`; status
+//! and class tables are retained. Payloads are JSON documents (docs/schema) unless
+//! `payload = "postcard"`. The link itself publishes a retained `online` on
+//! `<prefix>/available` on every connection and leaves `offline` there as its last will, so
+//! subscribers see a device die; the events, counts and Home Assistant discovery topics are
+//! derived in `conventions.rs`.
 //!
 //! TLS is rustls with the `ring` provider: pure Rust plus a little C/assembly built by `cc`,
 //! so it cross-compiles with the plain gcc toolchains (rumqttc's default, aws-lc, needs cmake
@@ -21,10 +24,11 @@
 //! thread that runs the client (`worker.rs`).
 
 mod config;
+pub mod conventions;
 mod outbox;
 mod publisher;
 mod worker;
 
-pub use config::{Credentials, MqttConfig, MqttError, Secret, TlsFiles};
+pub use config::{default_client_id, Credentials, MqttConfig, MqttError, Secret, TlsFiles};
 pub use outbox::MqttStats;
 pub use publisher::MqttPublisher;

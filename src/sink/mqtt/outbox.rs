@@ -52,6 +52,10 @@ pub(super) struct Outbox {
     disconnected_since_connack: bool,
     /// The publisher is closing: the worker stops feeding and disconnects.
     pub(super) closing: bool,
+    /// Messages in `queue` outside the application's counters (the link's status, the
+    /// convention topics): they have a bound of their own and never push a counted message
+    /// out, so `queue_size` keeps meaning "messages of lookout's own held".
+    uncounted: usize,
 }
 
 impl Outbox {
@@ -97,13 +101,21 @@ impl Outbox {
         counted: bool,
         cap: usize,
     ) {
-        while self.queue.len() >= cap {
-            // Latest data is worth more than old data to a robot's consumers.
-            if let Some(old) = self.queue.pop_front() {
-                if old.counted {
-                    self.stats.publisher.dropped += 1;
+        if counted {
+            while self.queue.len() - self.uncounted >= cap {
+                // Latest data is worth more than old data to a robot's consumers.
+                match self.queue.pop_front() {
+                    Some(old) if old.counted => self.stats.publisher.dropped += 1,
+                    Some(_) => self.uncounted -= 1,
+                    None => break,
                 }
             }
+        } else if self.uncounted >= cap {
+            // Derived topics are re-sent on the next change; under a long outage the newest
+            // of lookout's own messages matter more.
+            return;
+        } else {
+            self.uncounted += 1;
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -122,6 +134,7 @@ impl Outbox {
     /// Queues the link's own retained status ahead of everything: after a reconnect the
     /// broker may have published our last will, so `online` must go out first.
     pub(super) fn push_first(&mut self, topic: String, payload: Vec<u8>) {
+        self.uncounted += 1;
         let id = self.next_id;
         self.next_id += 1;
         self.queue.push_front(Outbound {
@@ -140,6 +153,9 @@ impl Outbox {
             return None;
         }
         let m = self.queue.pop_front()?;
+        if !m.counted {
+            self.uncounted -= 1;
+        }
         self.awaiting_pkid.push_back(m.clone());
         Some(m)
     }
@@ -211,6 +227,9 @@ impl Outbox {
         lost.extend(self.collided.take().map(|(_, m)| m));
         lost.sort_by_key(|m| m.id);
         for m in lost.into_iter().rev() {
+            if !m.counted {
+                self.uncounted += 1;
+            }
             self.queue.push_front(m);
         }
     }
@@ -283,6 +302,35 @@ mod tests {
         let p = s.stats().publisher;
         assert_eq!((p.published, p.dropped, p.queued), (5, 2, 3));
         assert_eq!(s.queue.front().map(|m| m.payload[0]), Some(2));
+    }
+
+    #[test]
+    fn derived_messages_never_push_out_counted_ones_and_have_their_own_bound() {
+        let mut s = Outbox::default();
+        // Counts and events interleaved with lookout's own messages, broker down.
+        for i in 0..10u8 {
+            s.push("d".into(), vec![i], false, true, 4);
+            s.push("count".into(), vec![100 + i], true, false, 4);
+        }
+        let p = s.stats().publisher;
+        assert_eq!((p.published, p.dropped, p.queued), (10, 6, 4));
+        let counted: Vec<u8> = s
+            .queue
+            .iter()
+            .filter(|m| m.counted)
+            .map(|m| m.payload[0])
+            .collect();
+        assert_eq!(
+            counted,
+            [6, 7, 8, 9],
+            "exactly the oldest counted ones went"
+        );
+        assert!(s.queue.iter().filter(|m| !m.counted).count() <= 4);
+        assert!(books_balance(&mut s));
+        // Sending takes both kinds off the books.
+        s.connected(false);
+        while s.next_to_send(100).is_some() {}
+        assert_eq!((s.queue.len(), s.uncounted), (0, 0));
     }
 
     #[test]

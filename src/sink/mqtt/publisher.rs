@@ -3,8 +3,10 @@
 //! worker thread, and waits on the outbox for `flush`, `wait_connected` and `close`.
 
 use super::config::{MqttConfig, MqttError};
+use super::conventions::{Conventions, OFFLINE};
 use super::outbox::{MqttStats, Outbox, Shared};
 use super::worker::run_worker;
+use crate::sink::json::ClassNames;
 use crate::sink::{PublishError, Publisher, PublisherStats};
 use lookout_wire::{Body, Message};
 use std::sync::Arc;
@@ -13,6 +15,9 @@ use std::time::Duration;
 /// Publishes to an MQTT broker; see the module documentation for the guarantees.
 pub struct MqttPublisher {
     config: MqttConfig,
+    /// Class names from the class tables published so far, for JSON documents.
+    names: ClassNames,
+    conventions: Conventions,
     shared: Arc<Shared>,
     worker: Option<std::thread::JoinHandle<()>>,
     closed: bool,
@@ -46,7 +51,14 @@ impl MqttPublisher {
                 "clean"
             }
         );
+        let counted = config
+            .home_assistant
+            .as_ref()
+            .map(|ha| ha.classes.clone())
+            .unwrap_or_default();
         Ok(MqttPublisher {
+            conventions: Conventions::new(&config.topic_prefix, &counted),
+            names: ClassNames::new(),
             config,
             shared,
             worker: Some(worker),
@@ -75,12 +87,17 @@ impl MqttPublisher {
         }
         self.closed = true;
         let offline = self.config.link_status(false);
-        if let Ok(payload) = self.config.encode(&offline) {
+        let cap = self.config.queue_size + 2;
+        if let Ok(payload) = self.config.encode(&offline, &self.names, None) {
             let topic = self.config.topic(&offline.body);
-            let cap = self.config.queue_size + 1;
             self.shared.lock().push(topic, payload, true, false, cap);
-            self.shared.wake.notify_one();
         }
+        let available = self.config.available_topic();
+        let payload = OFFLINE.as_bytes().to_vec();
+        self.shared
+            .lock()
+            .push(available, payload, true, false, cap);
+        self.shared.wake.notify_one();
         let delivered = self.flush(timeout);
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();
@@ -93,15 +110,24 @@ impl MqttPublisher {
 
 impl Publisher for MqttPublisher {
     fn publish(&mut self, message: &Message) -> Result<(), PublishError> {
+        self.publish_aged(message, None)
+    }
+
+    fn publish_aged(&mut self, message: &Message, age_us: Option<u64>) -> Result<(), PublishError> {
         if self.closed {
             return Err(PublishError::Closed);
         }
-        let payload = self.config.encode(message)?;
+        self.names.learn(message);
+        let payload = self.config.encode(message, &self.names, age_us)?;
         let topic = self.config.topic(&message.body);
         let retain = matches!(message.body, Body::Status(_) | Body::ClassTable(_));
-        self.shared
-            .lock()
-            .push(topic, payload, retain, true, self.config.queue_size);
+        let derived = self.conventions.observe(message, age_us);
+        let mut outbox = self.shared.lock();
+        outbox.push(topic, payload, retain, true, self.config.queue_size);
+        for d in derived {
+            outbox.push(d.topic, d.payload, d.retain, false, self.config.queue_size);
+        }
+        drop(outbox);
         self.shared.wake.notify_one();
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! back-off, describing each failure in terms of what the user should check.
 
 use super::config::MqttConfig;
+use super::conventions::{discovery, ONLINE};
 use super::outbox::Shared;
+use crate::sink::json::ClassNames;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
     Outgoing, QoS,
@@ -154,11 +156,19 @@ fn on_event(event: Event, config: &MqttConfig, shared: &Shared) -> bool {
                     "new"
                 }
             );
-            // The broker may have published our last will: say we are back, first.
+            // The broker may have published our last will: say we are back, first (pushed
+            // to the front in reverse: availability, then the status, then discovery).
+            if let Some(ha) = &config.home_assistant {
+                let found = discovery(ha, &config.topic_prefix, &config.client_id, &config.model);
+                for d in found.into_iter().rev() {
+                    s.push_first(d.topic, d.payload);
+                }
+            }
             let online = config.link_status(true);
-            if let Ok(payload) = config.encode(&online) {
+            if let Ok(payload) = config.encode(&online, &ClassNames::new(), None) {
                 s.push_first(config.topic(&online.body), payload);
             }
+            s.push_first(config.available_topic(), ONLINE.as_bytes().to_vec());
             drop(s);
             shared.wake.notify_one();
             shared.drained.notify_all();
