@@ -265,11 +265,15 @@ pub fn rgb_to_i420_frame(image: &RgbImage, frame_id: u64, timestamp_us: u64) -> 
     let mut data = vec![0u8; PixelFormat::I420.frame_bytes(pitch, h)];
     // Same samples as NV12, only de-interleaved, so both encodings carry identical values.
     let (u_at, v_at) = i420_plane_offsets(pitch, hu);
-    data[..pitch * hu].copy_from_slice(&nv12.data[..pitch * hu]);
+    // NV12 rows are padded to whole U/V pairs, so an odd width has a longer pitch there.
     let nv12_pitch = nv12.bytes_per_line as usize;
+    for y in 0..hu {
+        data[y * pitch..(y + 1) * pitch]
+            .copy_from_slice(&nv12.data[y * nv12_pitch..y * nv12_pitch + pitch]);
+    }
     for by in 0..hu.div_ceil(2) {
         for bx in 0..cw {
-            let o = pitch * hu + by * nv12_pitch + 2 * bx;
+            let o = nv12_pitch * hu + by * nv12_pitch + 2 * bx;
             data[u_at + by * pitch.div_ceil(2) + bx] = nv12.data[o];
             data[v_at + by * pitch.div_ceil(2) + bx] = nv12.data[o + 1];
         }

@@ -226,11 +226,13 @@ impl CameraSection {
                 ));
             }
         }
-        if self.source == CameraKind::Rpicam && (self.width % 64 != 0 || self.height % 2 != 0) {
+        if self.source == CameraKind::Rpicam
+            && (!self.width.is_multiple_of(64) || !self.height.is_multiple_of(2))
+        {
             // rpicam-vid writes whole libcamera buffers, whose YUV420 rows are padded to
             // 64 bytes: with such a width every row is exactly `width` bytes.
             return Err((
-                if self.width % 64 != 0 { "camera.width" } else { "camera.height" },
+                if !self.width.is_multiple_of(64) { "camera.width" } else { "camera.height" },
                 format!(
                     "is {}x{}; with source = \"rpicam\" the width must be a multiple of 64 and the height even (rpicam-vid pads other widths), e.g. 640x480, 1280x720 or 1920x1080",
                     self.width, self.height
