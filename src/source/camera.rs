@@ -66,8 +66,8 @@ pub struct CameraSection {
     #[serde(default = "default_fps")]
     pub fps: u32,
     /// Driver buffers (mmap); 4 is enough when a capture thread drains them. V4L2 only.
-    #[serde(default = "default_buffers")]
-    pub buffers: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffers: Option<u32>,
     /// For `rpicam` and `command`: start the program again when it exits (default true).
     /// False: the stream ends when the program exits successfully (a video file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,9 +83,8 @@ fn default_height() -> u32 {
 fn default_fps() -> u32 {
     30
 }
-fn default_buffers() -> u32 {
-    4
-}
+/// Driver buffers when `buffers` is unset.
+pub const DEFAULT_BUFFERS: u32 = 4;
 
 impl CameraSection {
     /// A V4L2 camera with every other value at its default.
@@ -99,7 +98,7 @@ impl CameraSection {
             width: default_width(),
             height: default_height(),
             fps: default_fps(),
-            buffers: default_buffers(),
+            buffers: None,
             restart: None,
         }
     }
@@ -150,6 +149,11 @@ impl CameraSection {
         }
     }
 
+    /// V4L2 driver buffers to ask for.
+    pub fn buffer_count(&self) -> u32 {
+        self.buffers.unwrap_or(DEFAULT_BUFFERS)
+    }
+
     /// Whether an exited program is started again.
     pub fn restarts(&self) -> bool {
         self.restart.unwrap_or(true)
@@ -162,6 +166,9 @@ impl CameraSection {
         }
         if matches!(self.source, CameraKind::Rpicam | CameraKind::Command) {
             self.restart.get_or_insert(true);
+        }
+        if self.source == CameraKind::V4l2 {
+            self.buffers.get_or_insert(DEFAULT_BUFFERS);
         }
     }
 
@@ -209,6 +216,9 @@ impl CameraSection {
             }
             _ => {}
         }
+        if self.buffers.is_some() && self.source != CameraKind::V4l2 {
+            return only_for("camera.buffers", "source = \"v4l2\"");
+        }
         if self.rpicam_args.is_some() && self.source != CameraKind::Rpicam {
             return only_for("camera.rpicam_args", "source = \"rpicam\"");
         }
@@ -245,10 +255,10 @@ impl CameraSection {
                 format!("is {}; it must be between 1 and 1000", self.fps),
             ));
         }
-        if !(2..=32).contains(&self.buffers) {
+        if let Some(buffers) = self.buffers.filter(|b| !(2..=32).contains(b)) {
             return Err((
                 "camera.buffers",
-                format!("is {}; it must be between 2 and 32", self.buffers),
+                format!("is {buffers}; it must be between 2 and 32"),
             ));
         }
         Ok(())
@@ -321,7 +331,7 @@ mod tests {
     #[test]
     fn camera_section_defaults_to_yuyv_vga_at_30_fps() {
         let c = camera("device = \"/dev/video0\"");
-        assert_eq!((c.width, c.height, c.fps, c.buffers), (640, 480, 30, 4));
+        assert_eq!((c.width, c.height, c.fps, c.buffer_count()), (640, 480, 30, 4));
         assert_eq!(c.source, CameraKind::V4l2);
         assert_eq!(c.pixel_format(), Ok(PixelFormat::Yuyv));
         assert!(c.validate().is_ok());
