@@ -32,9 +32,17 @@ const STDERR_LINES: usize = 4;
 /// endless, no preview, raw YUV420 at the configured size and rate on stdout, flushed per
 /// frame. Falls back to `libcamera-vid` (Bullseye's name) when `rpicam-vid` is absent.
 pub fn rpicam_argv(camera: &CameraSection) -> Result<Vec<String>, SourceError> {
+    rpicam_argv_on(camera, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`rpicam_argv`] with `path` as the program search path.
+fn rpicam_argv_on(
+    camera: &CameraSection,
+    path: &std::ffi::OsStr,
+) -> Result<Vec<String>, SourceError> {
     let program = ["rpicam-vid", "libcamera-vid"]
         .into_iter()
-        .find(|p| on_path(p))
+        .find(|p| on_path(p, path))
         .ok_or_else(|| SourceError::CommandFailed {
             program: "rpicam-vid".into(),
             reason: "is not installed (neither rpicam-vid nor libcamera-vid is on PATH): install it with `sudo apt install rpicam-apps`, or use source = \"v4l2\" for a USB camera".into(),
@@ -54,14 +62,12 @@ pub fn rpicam_argv(camera: &CameraSection) -> Result<Vec<String>, SourceError> {
     Ok(argv)
 }
 
-/// Whether `program` is an executable file in one of `$PATH`'s directories.
-fn on_path(program: &str) -> bool {
+/// Whether `program` is an executable file in one of `path`'s directories.
+fn on_path(program: &str, path: &std::ffi::OsStr) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
 }
 
@@ -70,7 +76,6 @@ struct Running {
     child: Child,
     stdout: ChildStdout,
     stderr_tail: Arc<StderrTail>,
-    started: Instant,
 }
 
 /// The last lines of a program's stderr, and whether it has been closed (all read).
@@ -119,6 +124,8 @@ pub struct CommandSource {
     frames_this_run: u64,
     /// Time without a frame since the last one, in timeouts.
     silent_for: Duration,
+    /// When the current (or last) run of the program started.
+    run_started: Instant,
 }
 
 impl CommandSource {
@@ -130,6 +137,12 @@ impl CommandSource {
             CameraKind::Rpicam => rpicam_argv(camera)?,
             _ => camera.command.clone().unwrap_or_default(),
         };
+        if argv.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(SourceError::CommandFailed {
+                program: String::new(),
+                reason: "is empty: set camera.command to the program and its arguments".into(),
+            });
+        }
         let format = camera
             .pixel_format()
             .map_err(|problem| SourceError::CommandFailed {
@@ -151,11 +164,16 @@ impl CommandSource {
             next_frame_id: 0,
             frames_this_run: 0,
             silent_for: Duration::ZERO,
+            run_started: Instant::now(),
             argv,
+        };
+        let fix = match camera.source {
+            CameraKind::Rpicam => "check that rpicam-apps is installed (`sudo apt install rpicam-apps`)",
+            _ => "check camera.command: the program must exist and be executable",
         };
         source.running = Some(source.spawn().map_err(|e| SourceError::CommandFailed {
             program: source.program.clone(),
-            reason: format!("cannot be started ({e}); check camera.command / that it is installed"),
+            reason: format!("cannot be started ({e}); {fix}"),
         })?);
         log::info!(
             "camera command `{}`: raw {format} {}x{} ({} bytes a frame)",
@@ -191,20 +209,18 @@ impl CommandSource {
             child,
             stdout,
             stderr_tail,
-            started: Instant::now(),
         })
     }
 
     /// Stops the program (if running) and starts an outage: the error to return.
     fn lose(&mut self, reason: String) -> SourceError {
-        let ran_for = self.running.as_ref().map(|r| r.started.elapsed());
         if let Some(running) = self.running.take() {
             stop(running);
         }
         self.reader.reset();
         self.silent_for = Duration::ZERO;
         if self.away.is_none() {
-            if ran_for.is_some_and(|t| t >= STABLE_RUN) {
+            if self.run_started.elapsed() >= STABLE_RUN {
                 self.backoff = BACKOFF_FIRST;
             }
             self.away = Some(Away {
@@ -246,6 +262,7 @@ impl CommandSource {
         match self.spawn() {
             Ok(running) => {
                 self.running = Some(running);
+                self.run_started = Instant::now();
                 Ok(())
             }
             Err(e) => {
@@ -418,4 +435,31 @@ fn signal_group(child: &Child, signal: libc::c_int) {
     // The group id is the child's pid (process_group(0)); a negative pid signals the group.
     // SAFETY: kill has no memory effects; a group that is gone gives ESRCH, ignored.
     unsafe { libc::kill(-(child.id() as libc::pid_t), signal) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn rpicam_argv_falls_back_to_libcamera_vid_and_says_what_to_install() {
+        let dir = std::env::temp_dir().join(format!("lookout-rpicam-argv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let camera: CameraSection =
+            toml::from_str("source = \"rpicam\"\nwidth = 1280\nheight = 720\nfps = 15\nrpicam_args = [\"--hflip\"]").unwrap();
+        let err = rpicam_argv_on(&camera, dir.as_os_str()).unwrap_err().to_string();
+        assert!(err.contains("sudo apt install rpicam-apps"), "{err}");
+        // Present but not executable does not count.
+        let old = dir.join("libcamera-vid");
+        std::fs::write(&old, "#!/bin/sh\n").unwrap();
+        assert!(rpicam_argv_on(&camera, dir.as_os_str()).is_err());
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let argv = rpicam_argv_on(&camera, dir.as_os_str()).unwrap().join(" ");
+        assert_eq!(
+            argv,
+            "libcamera-vid -t 0 -n --codec yuv420 --flush --width 1280 --height 720 --framerate 15 --hflip -o -"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
