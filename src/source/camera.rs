@@ -331,7 +331,10 @@ mod tests {
     #[test]
     fn camera_section_defaults_to_yuyv_vga_at_30_fps() {
         let c = camera("device = \"/dev/video0\"");
-        assert_eq!((c.width, c.height, c.fps, c.buffer_count()), (640, 480, 30, 4));
+        assert_eq!(
+            (c.width, c.height, c.fps, c.buffer_count()),
+            (640, 480, 30, 4)
+        );
         assert_eq!(c.source, CameraKind::V4l2);
         assert_eq!(c.pixel_format(), Ok(PixelFormat::Yuyv));
         assert!(c.validate().is_ok());

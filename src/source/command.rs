@@ -168,7 +168,9 @@ impl CommandSource {
             argv,
         };
         let fix = match camera.source {
-            CameraKind::Rpicam => "check that rpicam-apps is installed (`sudo apt install rpicam-apps`)",
+            CameraKind::Rpicam => {
+                "check that rpicam-apps is installed (`sudo apt install rpicam-apps`)"
+            }
             _ => "check camera.command: the program must exist and be executable",
         };
         source.running = Some(source.spawn().map_err(|e| SourceError::CommandFailed {
@@ -448,7 +450,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let camera: CameraSection =
             toml::from_str("source = \"rpicam\"\nwidth = 1280\nheight = 720\nfps = 15\nrpicam_args = [\"--hflip\"]").unwrap();
-        let err = rpicam_argv_on(&camera, dir.as_os_str()).unwrap_err().to_string();
+        let err = rpicam_argv_on(&camera, dir.as_os_str())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sudo apt install rpicam-apps"), "{err}");
         // Present but not executable does not count.
         let old = dir.join("libcamera-vid");
