@@ -186,7 +186,7 @@ pub fn camera_frames(
     photos: &[RgbImage],
     (format, width, height): (PixelFormat, u32, u32),
 ) -> Vec<RawFrame> {
-    use crate::preprocess::colour::{rgb_to_nv12_frame, rgb_to_yuyv_frame};
+    use crate::preprocess::colour::{rgb_to_i420_frame, rgb_to_nv12_frame, rgb_to_yuyv_frame};
     photos
         .iter()
         .enumerate()
@@ -199,6 +199,7 @@ pub fn camera_frames(
             );
             match format {
                 PixelFormat::Nv12 => rgb_to_nv12_frame(&scaled, i as u64, 0),
+                PixelFormat::I420 => rgb_to_i420_frame(&scaled, i as u64, 0),
                 PixelFormat::Yuyv => rgb_to_yuyv_frame(&scaled, i as u64, 0),
                 _ => RawFrame::from_rgb(scaled, i as u64, 0),
             }

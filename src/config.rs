@@ -279,6 +279,9 @@ impl BoardConfig {
         d.max_det.get_or_insert(decode.max_det);
         d.agnostic.get_or_insert(false);
         d.precision.get_or_insert_with(Default::default);
+        if let Some(camera) = r.camera.as_mut() {
+            camera.resolve();
+        }
         r.segmenter.enabled.get_or_insert(false);
         if self.segmenter.enabled == Some(true) {
             let s = &mut r.segmenter;

@@ -398,7 +398,7 @@ fn bench_takes_its_defaults_from_a_board_config_and_runs_for_a_duration() {
     let bad = lookout(&["bench", "--camera-format", "H264", "--iters", "1"]);
     assert!(!bad.status.success());
     assert!(
-        stderr(&bad).contains("YUYV, NV12 or RGB3"),
+        stderr(&bad).contains("YUYV, NV12, I420 or RGB3"),
         "{}",
         stderr(&bad)
     );

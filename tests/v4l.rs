@@ -81,12 +81,11 @@ fn in_shim(test: &str, env: &[(&str, &str)]) -> bool {
 
 fn camera(format: &str, width: u32, height: u32, fps: u32) -> CameraSection {
     CameraSection {
-        device: DEVICE.into(),
-        format: format.into(),
+        format: Some(format.into()),
         width,
         height,
         fps,
-        buffers: 4,
+        ..CameraSection::v4l2(DEVICE)
     }
 }
 
@@ -95,7 +94,7 @@ fn camera(format: &str, width: u32, height: u32, fps: u32) -> CameraSection {
 fn frame_number(frame: &RawFrame) -> u64 {
     let pitch = frame.bytes_per_line as usize;
     match frame.format {
-        PixelFormat::Yuyv | PixelFormat::Nv12 => {
+        PixelFormat::Yuyv | PixelFormat::Nv12 | PixelFormat::I420 => {
             let bytes_per_pixel = if frame.format == PixelFormat::Yuyv {
                 2
             } else {

@@ -49,7 +49,7 @@ pub struct BenchArgs {
     /// 1280x720].
     #[arg(long, value_parser = parse_size)]
     pub camera_size: Option<(u32, u32)>,
-    /// Its pixel format: YUYV, NV12 or RGB3 [default: the config's camera, else YUYV].
+    /// Its pixel format: YUYV, NV12, I420 or RGB3 [default: the config's camera, else YUYV].
     #[arg(long)]
     pub camera_format: Option<String>,
     /// Untimed iterations before timing (after the first inference, which is reported apart).
@@ -218,12 +218,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let format_name = args
         .camera_format
         .clone()
-        .or(camera.as_ref().map(|c| c.format.clone()))
+        .or(camera
+            .as_ref()
+            .and_then(|c| c.pixel_format().ok())
+            .map(|f| f.to_string()))
         .unwrap_or_else(|| "YUYV".into());
     let format = match PixelFormat::from_name(&format_name) {
-        Some(f @ (PixelFormat::Yuyv | PixelFormat::Nv12 | PixelFormat::Rgb24)) => f,
+        Some(
+            f @ (PixelFormat::Yuyv | PixelFormat::Nv12 | PixelFormat::Rgb24 | PixelFormat::I420),
+        ) => f,
         _ => {
-            bail!("--camera-format '{format_name}': the simulated camera serves YUYV, NV12 or RGB3")
+            bail!("--camera-format '{format_name}': the simulated camera serves YUYV, NV12, I420 or RGB3")
         }
     };
     let (cam_w, cam_h) = args

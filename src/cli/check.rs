@@ -240,14 +240,24 @@ fn check_sources_and_features(board: &BoardConfig, problems: &mut Problems) {
         );
     }
     if let Some(camera) = &board.camera {
-        if !cfg!(feature = "v4l") {
-            problems.add("camera: this lookout was built without V4L2 support: rebuild with `--features v4l` (or `--features pi`)");
-        } else if !Path::new(&camera.device).exists() {
-            // Not fatal for the service (it waits for the camera), but worth knowing now.
-            eprintln!(
-                "note: camera.device {} is not present now; `lookout run` waits for it (`lookout devices` lists cameras)",
-                camera.device
-            );
+        use lookout::source::camera::CameraKind;
+        match camera.source {
+            CameraKind::V4l2 if !cfg!(feature = "v4l") => {
+                problems.add("camera: this lookout was built without V4L2 support: rebuild with `--features v4l` (or `--features pi`), or read the camera through source = \"rpicam\" or \"command\"");
+            }
+            CameraKind::V4l2 if !Path::new(&camera.device).exists() => {
+                // Not fatal for the service (it waits for the camera), but worth knowing now.
+                eprintln!(
+                    "note: camera.device {} is not present now; `lookout run` waits for it (`lookout devices` lists cameras)",
+                    camera.device
+                );
+            }
+            CameraKind::Rpicam => {
+                if let Err(e) = lookout::source::command::rpicam_argv(camera) {
+                    eprintln!("note: camera.source = \"rpicam\": {e}");
+                }
+            }
+            _ => {}
         }
     }
     if board.camera.is_none() && board.replay.is_none() {

@@ -12,6 +12,7 @@ mod lidar;
 mod listen;
 mod record;
 mod run;
+mod run_source;
 mod segment;
 mod sinks;
 

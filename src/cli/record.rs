@@ -44,19 +44,12 @@ fn open_source(args: &RecordArgs) -> anyhow::Result<Box<dyn FrameSource + Send>>
         }
         bail!("nothing to record: give --device (e.g. /dev/video0) or a --config with a [camera] section");
     }
-    let mut camera = config.camera.unwrap_or(CameraSection {
-        device: String::new(),
-        format: "YUYV".into(),
-        width: 640,
-        height: 480,
-        fps: 30,
-        buffers: 4,
-    });
+    let mut camera = config.camera.unwrap_or(CameraSection::v4l2(""));
     if let Some(device) = &args.device {
         camera.device = device.clone();
     }
     if let Some(format) = &args.format {
-        camera.format = format.clone();
+        camera.format = Some(format.clone());
     }
     if let Some((w, h)) = args.size {
         (camera.width, camera.height) = (w, h);

@@ -1,5 +1,5 @@
 //! `lookout run`: the main job on a robot. Reads a board config, opens its frame source
-//! (`[camera]`, or `[replay]` / `--replay` on any host), loads the detector, and runs the live
+//! (`[camera]`, `[replay]`, or a flag: `--replay`, `--video`, `--rtsp`, `--stdin`), loads the detector, and runs the live
 //! pipeline (capture → infer → track → publish) until the source ends, a limit is reached or
 //! SIGINT/SIGTERM arrives; then flushes the sinks, says `offline`, and prints a summary.
 
@@ -18,9 +18,7 @@ use lookout::infer::yolo::{ModelChoice, YoloDetector};
 use lookout::infer::EngineOptions;
 use lookout::pipeline::{self, Branches, FrameInput, NamedSink, Pipeline, PipelineOptions, Report};
 use lookout::sink::json::StdoutPublisher;
-use lookout::source::camera::ReplaySection;
 use lookout::source::latest::LatestFrame;
-use lookout::source::open_camera;
 use lookout::track::Tracker;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -33,12 +31,32 @@ pub struct RunArgs {
     #[arg(long)]
     pub config: PathBuf,
     /// Replay these images / this .lkraw recording instead of the config's source.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["video", "rtsp", "rtsp_listen", "stdin"])]
     pub replay: Option<PathBuf>,
+    /// Read a video file through ffmpeg at its own frame rate, instead of the config's source.
+    #[arg(long, conflicts_with_all = ["rtsp", "rtsp_listen", "stdin"])]
+    pub video: Option<PathBuf>,
+    /// Read an RTSP camera or server through ffmpeg (over TCP; reopened when it drops).
+    #[arg(long, conflicts_with_all = ["rtsp_listen", "stdin"])]
+    pub rtsp: Option<String>,
+    /// Be the RTSP server a camera or encoder pushes to, e.g. rtsp://0.0.0.0:8554/cam
+    /// (ffmpeg's listen mode; needs --size).
+    #[arg(long, conflicts_with = "stdin")]
+    pub rtsp_listen: Option<String>,
+    /// Read raw frames from standard input (--size, and --pixel-format unless I420).
+    #[arg(long)]
+    pub stdin: bool,
+    /// With --stdin: the frames' WIDTHxHEIGHT; with --video/--rtsp/--rtsp-listen: scale to it (default: the
+    /// stream's own size, from ffprobe).
+    #[arg(long, value_parser = super::parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// With --stdin: I420 (default), NV12, YUYV or RGB24.
+    #[arg(long)]
+    pub pixel_format: Option<String>,
     /// With --replay: frames per second (default: as fast as possible).
     #[arg(long, value_parser = lookout::limits::parse_fps)]
     pub fps: Option<f64>,
-    /// With --replay: start over at the end.
+    /// With --replay or --video: start over at the end.
     #[arg(long)]
     pub r#loop: bool,
     /// Stop after this many processed frames.
@@ -86,25 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
     let stop = stop_flag()?;
     // Live and paced sources run behind latest-frame-wins; an unpaced replay hands over
     // every frame in order (offline processing: nothing is gained by dropping).
-    let (source, paced) = match (&args.replay, &board.replay, &board.camera) {
-        (Some(path), _, _) => {
-            let replay = ReplaySection {
-                path: path.clone(),
-                fps: args.fps,
-                looping: args.r#loop,
-            };
-            replay
-                .validate()
-                .map_err(|(key, problem)| anyhow::anyhow!("--replay/--fps ({key}) {problem}"))?;
-            (replay.open()?, args.fps.is_some())
-        }
-        (None, Some(replay), _) => (replay.open()?, replay.fps.is_some()),
-        (None, None, Some(camera)) => (open_camera(camera)?, true),
-        (None, None, None) => bail!(
-            "{}: no frame source: add a [camera] or [replay] section, or pass --replay PATH",
-            args.config.display()
-        ),
-    };
+    let (source, paced) = super::run_source::open_source(&args, &board)?;
     let d = &board.detector;
     // Resolved: every `unwrap_or_default` below only satisfies the type.
     let model = d.model.as_deref().unwrap_or_default();

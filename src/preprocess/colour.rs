@@ -126,6 +126,19 @@ pub fn to_rgb(frame: &RawFrame) -> Result<RgbImage, ConvertError> {
                 }
             }
         }
+        PixelFormat::I420 => {
+            let (u_plane, v_plane) = i420_chroma_planes(d, pitch, h);
+            let chroma_pitch = pitch.div_ceil(2);
+            for (y, row) in rgb.chunks_exact_mut(w * 3).enumerate() {
+                let luma = &d[y * pitch..];
+                let u = &u_plane[(y / 2) * chroma_pitch..];
+                let v = &v_plane[(y / 2) * chroma_pitch..];
+                for (x, px) in row.chunks_exact_mut(3).enumerate() {
+                    let c = yuv_to_rgb(luma[x] as f32, u[x / 2] as f32, v[x / 2] as f32);
+                    px.copy_from_slice(&c.map(to_u8));
+                }
+            }
+        }
         PixelFormat::Mjpeg => {
             let (jw, jh) = decode_jpeg_into(d, frame.frame_id, &mut rgb)?;
             if (jw, jh) != (frame.width, frame.height) {
@@ -142,6 +155,19 @@ pub fn to_rgb(frame: &RawFrame) -> Result<RgbImage, ConvertError> {
     RgbImage::from_raw(frame.width, frame.height, rgb).ok_or_else(|| {
         ConvertError::BadFrame(FrameDataError("converted frame has the wrong size".into()))
     })
+}
+
+/// Byte offsets of an I420 frame's U and V planes: after `height` luma rows of `pitch`
+/// bytes, each chroma plane has `ceil(height / 2)` rows of `ceil(pitch / 2)` bytes.
+pub fn i420_plane_offsets(pitch: usize, height: usize) -> (usize, usize) {
+    let u = pitch * height;
+    (u, u + pitch.div_ceil(2) * height.div_ceil(2))
+}
+
+/// The U and V planes of a checked I420 frame.
+fn i420_chroma_planes(data: &[u8], pitch: usize, height: usize) -> (&[u8], &[u8]) {
+    let (u, v) = i420_plane_offsets(pitch, height);
+    (&data[u..v], &data[v..])
 }
 
 /// RGB → limited-range YUV (BT.601), the inverse of [`yuv_to_rgb`]; for tests, benches and
@@ -229,6 +255,40 @@ pub fn rgb_to_nv12_frame(image: &RgbImage, frame_id: u64, timestamp_us: u64) -> 
     }
 }
 
+/// Encodes an RGB image as an I420 frame with tightly packed planes (each 2x2 block shares
+/// its mean chroma), as ffmpeg's `-pix_fmt yuv420p` writes it.
+pub fn rgb_to_i420_frame(image: &RgbImage, frame_id: u64, timestamp_us: u64) -> RawFrame {
+    let (w, h) = image.dimensions();
+    let nv12 = rgb_to_nv12_frame(image, frame_id, timestamp_us);
+    let pitch = PixelFormat::I420.min_bytes_per_line(w);
+    let (hu, cw) = (h as usize, w.div_ceil(2) as usize);
+    let mut data = vec![0u8; PixelFormat::I420.frame_bytes(pitch, h)];
+    // Same samples as NV12, only de-interleaved, so both encodings carry identical values.
+    let (u_at, v_at) = i420_plane_offsets(pitch, hu);
+    // NV12 rows are padded to whole U/V pairs, so an odd width has a longer pitch there.
+    let nv12_pitch = nv12.bytes_per_line as usize;
+    for y in 0..hu {
+        data[y * pitch..(y + 1) * pitch]
+            .copy_from_slice(&nv12.data[y * nv12_pitch..y * nv12_pitch + pitch]);
+    }
+    for by in 0..hu.div_ceil(2) {
+        for bx in 0..cw {
+            let o = nv12_pitch * hu + by * nv12_pitch + 2 * bx;
+            data[u_at + by * pitch.div_ceil(2) + bx] = nv12.data[o];
+            data[v_at + by * pitch.div_ceil(2) + bx] = nv12.data[o + 1];
+        }
+    }
+    RawFrame {
+        frame_id,
+        timestamp_us,
+        format: PixelFormat::I420,
+        width: w,
+        height: h,
+        bytes_per_line: pitch as u32,
+        data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +318,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn i420_frame_converts_exactly_like_the_nv12_frame_of_the_same_image() {
+        // Odd sizes exercise the rounded-up chroma planes.
+        let image = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8 * 30, y as u8 * 50, 90]));
+        let i420 = rgb_to_i420_frame(&image, 0, 0);
+        assert_eq!(i420.data.len(), 7 * 5 + 2 * 4 * 3);
+        let nv12 = rgb_to_nv12_frame(&image, 0, 0);
+        assert_eq!(to_rgb(&i420).unwrap(), to_rgb(&nv12).unwrap());
+        let mut swapped = i420.clone();
+        let (u, v) = i420_plane_offsets(7, 5);
+        swapped.data[u..].rotate_left(v - u);
+        assert_ne!(to_rgb(&swapped).unwrap(), to_rgb(&nv12).unwrap());
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! on x86).
 
 use super::colour::{
-    decode_jpeg_into, ConvertError, B_FROM_U, G_FROM_U, G_FROM_V, R_FROM_V, UV_OFFSET, Y_GAIN,
-    Y_OFFSET,
+    decode_jpeg_into, i420_plane_offsets, ConvertError, B_FROM_U, G_FROM_U, G_FROM_V, R_FROM_V,
+    UV_OFFSET, Y_GAIN, Y_OFFSET,
 };
 use super::letterbox::{Letterbox, Normalisation};
 use crate::resample::bilinear_taps;
@@ -41,12 +41,14 @@ struct Geometry {
     resized_w: u32,
 }
 
-/// Where a channel's samples live: the frame's rows (RGB, YUYV, NV12 luma) or NV12's
-/// half-height chroma plane.
+/// Where a channel's samples live: the frame's rows (RGB, YUYV, NV12/I420 luma), NV12's
+/// half-height interleaved chroma plane, or I420's separate U and V planes.
 #[derive(Clone, Copy)]
 enum Plane {
     Main,
     Chroma,
+    U,
+    V,
 }
 
 impl RawLetterbox {
@@ -123,6 +125,10 @@ impl RawLetterbox {
                     1 => 2 * (x / 2),
                     _ => 2 * (x / 2) + 1,
                 },
+                PixelFormat::I420 => match c {
+                    0 => x,
+                    _ => x / 2,
+                },
             }) as u32
         };
         for c in 0..3 {
@@ -159,11 +165,16 @@ impl RawLetterbox {
         for c in 0..3 {
             let plane = match (format, c) {
                 (PixelFormat::Nv12, 1 | 2) => Plane::Chroma,
+                (PixelFormat::I420, 1) => Plane::U,
+                (PixelFormat::I420, 2) => Plane::V,
                 _ => Plane::Main,
             };
+            let (u_at, v_at) = i420_plane_offsets(pitch, src_h);
             let start = match plane {
                 Plane::Main => src_row * pitch,
                 Plane::Chroma => src_h * pitch + (src_row / 2) * pitch,
+                Plane::U => u_at + (src_row / 2) * pitch.div_ceil(2),
+                Plane::V => v_at + (src_row / 2) * pitch.div_ceil(2),
             };
             let row = &data[start..(start + pitch).min(data.len())];
             resample_row(
@@ -200,7 +211,10 @@ impl RawLetterbox {
         for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
             channel.fill(norm.pad_value as f32 * gain[c] + offset[c]);
         }
-        let yuv = matches!(format, PixelFormat::Yuyv | PixelFormat::Nv12);
+        let yuv = matches!(
+            format,
+            PixelFormat::Yuyv | PixelFormat::Nv12 | PixelFormat::I420
+        );
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
         let n = lb.resized_w as usize;
@@ -288,7 +302,9 @@ fn blend_yuv_rows(
 
 #[cfg(test)]
 mod tests {
-    use super::super::colour::{rgb_to_nv12_frame, rgb_to_yuyv_frame, to_rgb};
+    use super::super::colour::{
+        i420_plane_offsets, rgb_to_i420_frame, rgb_to_nv12_frame, rgb_to_yuyv_frame, to_rgb,
+    };
     use super::super::letterbox_nchw;
     use super::*;
     use image::RgbImage;
@@ -363,6 +379,58 @@ mod tests {
         let frame = RawFrame::from_rgb(image, 0, 0);
         let (max, _, _) = fused_vs_two_step(&frame, (640, 640));
         assert!(max < 1e-3, "{max}");
+    }
+
+    #[test]
+    fn fused_i420_matches_convert_then_letterbox_on_a_photo() {
+        let image = photo();
+        let cropped = image::imageops::crop_imm(&image, 0, 0, 451, 299).to_image();
+        for source in [&image, &cropped] {
+            let frame = rgb_to_i420_frame(source, 0, 0);
+            for dst in [(640, 640), (640, 384)] {
+                let (max, mean, above_one) = fused_vs_two_step(&frame, dst);
+                assert!(
+                    max <= 12.0 && mean <= 0.3 && above_one < 0.001,
+                    "{dst:?}: max {max} mean {mean} above one level {above_one}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn padded_i420_planes_are_read_by_the_pitch() {
+        // rpicam-vid pads each row of a 4:2:0 buffer to 64 bytes: the Y rows to the pitch,
+        // the U and V rows to half of it.
+        let cropped = image::imageops::crop_imm(&photo(), 0, 0, 451, 299).to_image();
+        let tight = rgb_to_i420_frame(&cropped, 0, 0);
+        let (w, h) = (tight.width as usize, tight.height as usize);
+        let pitch = 512;
+        let mut data = vec![0xAB; PixelFormat::I420.frame_bytes(pitch, tight.height)];
+        let (tu, tv) = i420_plane_offsets(w, h);
+        let (pu, pv) = i420_plane_offsets(pitch, h);
+        for y in 0..h {
+            data[y * pitch..y * pitch + w].copy_from_slice(&tight.data[y * w..(y + 1) * w]);
+        }
+        let (cw, cp) = (w.div_ceil(2), pitch / 2);
+        for y in 0..h.div_ceil(2) {
+            for (from, to) in [(tu, pu), (tv, pv)] {
+                data[to + y * cp..to + y * cp + cw]
+                    .copy_from_slice(&tight.data[from + y * cw..from + (y + 1) * cw]);
+            }
+        }
+        let padded = RawFrame {
+            bytes_per_line: pitch as u32,
+            data,
+            ..tight.clone()
+        };
+        assert_eq!(to_rgb(&padded).unwrap(), to_rgb(&tight).unwrap());
+        let lb = Letterbox::new(tight.width, tight.height, 320, 320);
+        let (mut a, mut b) = (vec![0.0; 3 * 320 * 320], vec![0.0; 3 * 320 * 320]);
+        let mut fused = RawLetterbox::new();
+        let norm = Normalisation::default();
+        fused.run(&tight, &lb, &norm, &mut a).unwrap();
+        fused.run(&padded, &lb, &norm, &mut b).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! only the newest frame. [`lidar`] opens point-cloud sources.
 
 pub mod camera;
+pub mod command;
+pub mod ffmpeg;
 pub mod latest;
 pub mod lidar;
+pub mod pipe;
 pub mod recording;
 pub mod replay;
 #[cfg(feature = "v4l")]
@@ -43,14 +46,19 @@ pub enum PixelFormat {
     Nv12,
     /// Each frame a JPEG image (`MJPG`).
     Mjpeg,
+    /// Planar 4:2:0: a Y plane, then a U plane and a V plane at half resolution both ways
+    /// (`YU12`, also called I420 or yuv420p): what `rpicam-vid --codec yuv420` writes and
+    /// ffmpeg's most common raw output.
+    I420,
 }
 
 impl PixelFormat {
-    pub const ALL: [PixelFormat; 4] = [
+    pub const ALL: [PixelFormat; 5] = [
         PixelFormat::Yuyv,
         PixelFormat::Mjpeg,
         PixelFormat::Nv12,
         PixelFormat::Rgb24,
+        PixelFormat::I420,
     ];
 
     /// The V4L2 four-character code.
@@ -60,6 +68,7 @@ impl PixelFormat {
             PixelFormat::Yuyv => *b"YUYV",
             PixelFormat::Nv12 => *b"NV12",
             PixelFormat::Mjpeg => *b"MJPG",
+            PixelFormat::I420 => *b"YU12",
         }
     }
 
@@ -75,18 +84,21 @@ impl PixelFormat {
             "MJPG" | "MJPEG" => Some(PixelFormat::Mjpeg),
             "NV12" => Some(PixelFormat::Nv12),
             "RGB3" | "RGB24" | "RGB" => Some(PixelFormat::Rgb24),
+            "I420" | "YU12" | "YUV420" | "YUV420P" => Some(PixelFormat::I420),
             _ => None,
         }
     }
 
-    /// Smallest bytes per line a `width`-pixel row needs (for NV12: of the Y plane; 0 for
-    /// MJPEG, which has no rows).
+    /// Smallest bytes per line a `width`-pixel row needs (for NV12 and I420: of the Y plane;
+    /// 0 for MJPEG, which has no rows).
     pub fn min_bytes_per_line(self, width: u32) -> usize {
         match self {
             PixelFormat::Rgb24 => width as usize * 3,
             PixelFormat::Yuyv => width.div_ceil(2) as usize * 4,
             // The interleaved U/V rows need a whole pair per two pixels, so odd widths round up.
             PixelFormat::Nv12 => width.div_ceil(2) as usize * 2,
+            // Each U/V row holds ceil(width / 2) samples at half the pitch, rounded up.
+            PixelFormat::I420 => width as usize,
             PixelFormat::Mjpeg => 0,
         }
     }
@@ -97,6 +109,9 @@ impl PixelFormat {
         match self {
             PixelFormat::Rgb24 | PixelFormat::Yuyv => bytes_per_line * h,
             PixelFormat::Nv12 => bytes_per_line * (h + h.div_ceil(2)),
+            PixelFormat::I420 => {
+                bytes_per_line * h + 2 * bytes_per_line.div_ceil(2) * h.div_ceil(2)
+            }
             PixelFormat::Mjpeg => 0,
         }
     }
@@ -224,6 +239,10 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("camera command `{program}` {reason}")]
+    CommandFailed { program: String, reason: String },
+    #[error("camera command `{program}` stopped {reason}; restarting it with back-off")]
+    Restarting { program: String, reason: String },
     #[error("{path}: {reason}")]
     Recording { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -250,11 +269,13 @@ impl SourceError {
             | SourceError::Reconnecting { .. }
             | SourceError::Timeout { .. }
             | SourceError::BadFrame { .. }
+            | SourceError::Restarting { .. }
             | SourceError::Image(_) => true,
             SourceError::Device { source, .. } => is_transient_errno(source),
             SourceError::Open { .. }
             | SourceError::NotOffered { .. }
             | SourceError::Recording { .. }
+            | SourceError::CommandFailed { .. }
             | SourceError::NotCompiledIn { .. }
             | SourceError::Stopped => false,
         }
@@ -296,10 +317,33 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
     }
 }
 
-/// Opens the camera a `[camera]` section describes; without feature `v4l`, an error naming it.
+/// Opens the camera a `[camera]` section describes: a program's or stdin's raw frames in any
+/// build, a V4L2 device with feature `v4l` (without it, an error naming the feature).
 pub fn open_camera(
     camera: &camera::CameraSection,
 ) -> Result<Box<dyn FrameSource + Send>, SourceError> {
+    use camera::CameraKind;
+    match camera.source {
+        CameraKind::Rpicam | CameraKind::Command => {
+            return Ok(Box::new(command::CommandSource::open(camera)?));
+        }
+        CameraKind::Stdin => {
+            let format = camera
+                .pixel_format()
+                .map_err(|problem| SourceError::NotOffered {
+                    device: "stdin".into(),
+                    requested: format!("camera.format {problem}"),
+                    offered: "I420, NV12, YUYV, RGB24".into(),
+                })?;
+            return Ok(Box::new(pipe::StdinSource::open(
+                format,
+                camera.width,
+                camera.height,
+                camera.fps,
+            )?));
+        }
+        CameraKind::V4l2 => {}
+    }
     #[cfg(feature = "v4l")]
     {
         Ok(Box::new(v4l2::V4l2Source::open(camera)?))
@@ -450,7 +494,7 @@ mod tests {
     #[cfg(not(feature = "v4l"))]
     #[test]
     fn camera_without_the_feature_names_the_feature() {
-        let err = open_camera(&toml::from_str("device = \"/dev/video0\"").unwrap())
+        let err = open_camera(&camera::CameraSection::v4l2("/dev/video0"))
             .err()
             .unwrap()
             .to_string();

@@ -81,7 +81,7 @@ impl V4l2Source {
             negotiated.width,
             negotiated.height,
             negotiated.fps,
-            settings.buffers
+            settings.buffer_count()
         );
         Ok(V4l2Source {
             settings: settings.clone(),
@@ -386,7 +386,7 @@ fn start(
             settings.fps
         );
     }
-    let mut stream = Stream::with_buffers(&device, Type::VideoCapture, settings.buffers)
+    let mut stream = Stream::with_buffers(&device, Type::VideoCapture, settings.buffer_count())
         .map_err(device_error(path, "VIDIOC_REQBUFS/mmap"))?;
     stream.set_timeout(timeout_for(fps));
     let bytes_per_line = if format == PixelFormat::Mjpeg {
