@@ -129,8 +129,12 @@ impl Manifest {
     }
 }
 
+/// Where the Debian package keeps models (its service's `LOOKOUT_MODELS_DIR`), searched by
+/// default too, so that `sudo lookout check` on a board finds what the service finds.
+pub const SYSTEM_MODELS_DIR: &str = "/var/lib/lookout/models";
+
 /// Where model files are looked for, in order: `$LOOKOUT_MODELS_DIR`, `./models`, `models/`
-/// beside the executable, and the source tree this binary was built from.
+/// beside the executable, [`SYSTEM_MODELS_DIR`], and the source tree this binary was built from.
 pub fn models_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("LOOKOUT_MODELS_DIR") {
@@ -143,6 +147,7 @@ pub fn models_dirs() -> Vec<PathBuf> {
     {
         dirs.push(exe_dir.join("models"));
     }
+    dirs.push(PathBuf::from(SYSTEM_MODELS_DIR));
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     dirs
 }
