@@ -384,9 +384,12 @@ fn a_model_given_by_path_takes_its_class_names_from_its_training_report() {
     assert!(!limited.open_set().fits(6, [6.0, 1.0, 1.0]));
 }
 
+/// One scan's name and its objects' (class id, box size).
+type ScanObjects = (String, Vec<(usize, [f32; 3])>);
+
 /// Every complete rotation of the real captures (VLP-16, HDL-32E, Ouster OS1-64), segmented
 /// and classified as `lookout lidar` does.
-fn real_capture_objects() -> Vec<(String, Vec<(usize, [f32; 3])>)> {
+fn real_capture_objects() -> Vec<ScanObjects> {
     use lookout_lidar::capture::LidarPcapSource;
     use lookout_lidar::ouster::OusterMetadata;
     use lookout_lidar::sensor::SensorSelection;

@@ -45,7 +45,7 @@ pub enum SensorKind {
 #[derive(Debug)]
 enum Active {
     Velodyne(RotationAssembler),
-    Ouster(Box<OusterAssembler>),
+    Ouster(OusterAssembler),
 }
 
 /// Decodes the data packets of one sensor into rotations.
@@ -170,7 +170,7 @@ impl SensorAssembler {
                         metadata.columns_per_frame,
                         metadata.profile
                     );
-                    Active::Ouster(Box::new(OusterAssembler::new(metadata)))
+                    Active::Ouster(OusterAssembler::new(metadata))
                 }
                 _ => {
                     let model = match self.selection {
