@@ -307,6 +307,56 @@ mod tests {
         assert_eq!(clouds[0].points.len(), 512 * 16);
     }
 
+    /// An RNG19_RFL8_SIG16_NIR16 packet (firmware 2.2+): 32-byte header (packet type 1,
+    /// frame id), 16 columns of [timestamp, measurement id, status] + 16 pixels, 32-byte footer.
+    fn single_return_packet(frame_id: u16, first_column: u16, valid: bool) -> Vec<u8> {
+        let mut packet = vec![0u8; 32];
+        packet[0..2].copy_from_slice(&1u16.to_le_bytes());
+        packet[2..4].copy_from_slice(&frame_id.to_le_bytes());
+        for c in 0..16u16 {
+            packet.extend(1_000u64.to_le_bytes());
+            packet.extend((first_column + c).to_le_bytes());
+            packet.extend(u16::from(valid).to_le_bytes());
+            for row in 0..16u32 {
+                // 19-bit range with flag bits above it that must be masked off.
+                packet.extend((0xFFF8_0000 | (2_000 + row)).to_le_bytes());
+                packet.extend([9, 0, 0, 0, 0, 0, 0, 0]);
+            }
+        }
+        packet.extend([0u8; 32]);
+        packet
+    }
+
+    #[test]
+    fn single_return_profile_packets_decode_with_their_header_and_status() {
+        let mut metadata = plain_metadata();
+        metadata.profile = Profile::Rng19Rfl8Sig16Nir16;
+        assert_eq!(metadata.packet_bytes(), 32 + 16 * (12 + 16 * 12) + 32);
+        let mut assembler = OusterAssembler::new(metadata);
+        assembler
+            .push(&single_return_packet(5, 0, true))
+            .expect("decodes");
+        assembler
+            .push(&single_return_packet(5, 16, false))
+            .expect("decodes");
+        let cloud = assembler.finish().expect("a frame");
+        // Only the valid columns: 16 columns × 16 beams.
+        assert_eq!(cloud.points.len(), 256);
+        assert_eq!(assembler.invalid_columns(), 16);
+        // Column 0 looks straight ahead (encoder angle 2π); row 0 is 15° up at 2.000 m.
+        let p = cloud.points[0];
+        let up = 15f32.to_radians();
+        assert!((p.position_m[0] - 2.0 * up.cos()).abs() < 1e-3, "{p:?}");
+        assert!(p.position_m[1].abs() < 1e-3, "{p:?}");
+        assert_eq!(p.intensity, 9);
+        let mut not_lidar = single_return_packet(5, 0, true);
+        not_lidar[0] = 2;
+        assert_eq!(
+            assembler.push(&not_lidar),
+            Err(OusterPacketError::NotLidar(2))
+        );
+    }
+
     #[test]
     fn packets_of_the_wrong_size_or_column_are_refused() {
         let mut assembler = OusterAssembler::new(plain_metadata());

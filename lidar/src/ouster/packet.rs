@@ -193,3 +193,43 @@ pub fn columns(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One column of one beam under `profile`, with `pixel` as its bytes.
+    fn one_pixel_packet(profile: Profile, pixel: &[u8]) -> Vec<u8> {
+        let mut packet = vec![0u8; PACKET_HEADER];
+        packet[0] = 1;
+        packet.extend(7u64.to_le_bytes());
+        packet.extend(3u16.to_le_bytes());
+        packet.extend(1u16.to_le_bytes());
+        packet.extend(pixel);
+        packet.extend([0u8; PACKET_FOOTER]);
+        assert_eq!(packet.len(), profile.packet_bytes(1, 1));
+        packet
+    }
+
+    #[test]
+    fn low_data_and_dual_return_pixels_read_their_fields() {
+        // RNG15_RFL8_NIR8: range 0x8123 & 0x7fff = 0x0123 units of 8 mm; reflectivity at 2.
+        let packet = one_pixel_packet(Profile::Rng15Rfl8Nir8, &[0x23, 0x81, 42, 5]);
+        let column = columns(&packet, Profile::Rng15Rfl8Nir8, 1, 1, 1024).expect("decodes")[0];
+        assert_eq!((column.measurement_id, column.valid), (3, true));
+        assert_eq!(column.pixel(0, 0), (0x0123 * 8, 42));
+        // RNG19_RFL8_SIG16_NIR16_DUAL: first return 19 bits at 0 + reflectivity at 3, second
+        // 19 bits at 4 + reflectivity at 7; flag bits above the ranges are masked off.
+        let mut pixel = Vec::new();
+        pixel.extend((0x00F8_0000u32 | 1_500).to_le_bytes());
+        pixel[3] = 11;
+        pixel.extend(4_000u32.to_le_bytes());
+        pixel[7] = 22;
+        pixel.extend([0u8; 8]);
+        let profile = Profile::Rng19Rfl8Sig16Nir16Dual;
+        let packet = one_pixel_packet(profile, &pixel);
+        let column = columns(&packet, profile, 1, 1, 1024).expect("decodes")[0];
+        assert_eq!(column.pixel(0, 0), (1_500, 11));
+        assert_eq!(column.pixel(0, 1), (4_000, 22));
+    }
+}
