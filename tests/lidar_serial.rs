@@ -66,8 +66,8 @@ fn lidar_objects_reach_a_serial_reader_as_wire_frames() {
     let Some(Body::ClassTable(table)) = messages.first().map(|m| &m.body) else {
         panic!("the class table comes first: {messages:?}");
     };
-    // The model's seven classes and `unknown`.
-    assert_eq!(table.total_classes, 8);
+    // The default model's six classes and `unknown`.
+    assert_eq!(table.total_classes, 7);
     let objects = messages
         .iter()
         .find_map(|m| match &m.body {
@@ -82,7 +82,7 @@ fn lidar_objects_reach_a_serial_reader_as_wire_frames() {
         .1
         .objects
         .iter()
-        .all(|o| o.class_id < 8 && o.points >= 10));
+        .all(|o| o.class_id < 7 && o.points >= 10));
 }
 
 /// One RPLIDAR measurement node (see lidar/src/rplidar.rs).

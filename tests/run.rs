@@ -317,7 +317,8 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
         })
         .collect();
     assert!(
-        models.contains("yolo11n") && models.contains("pointnet-synthetic"),
+        models.contains("yolo11n")
+            && models.contains(lookout::infer::pointnet::DEFAULT_POINT_MODEL),
         "{models:?}"
     );
 }

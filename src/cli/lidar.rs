@@ -59,7 +59,7 @@ pub struct LidarArgs {
     #[arg(long)]
     pub partial: bool,
     /// Point classifier: a name from models/manifest.toml or a path to an .onnx file
-    /// [default: pointnet-synthetic].
+    /// [default: pointnet-raycast].
     #[arg(long)]
     pub model: Option<String>,
     /// Only segment: report clusters and boxes without classifying them.

@@ -17,8 +17,10 @@ use lookout_wire::{Body, LidarObject, LidarObjects, Score, MAX_LIDAR_OBJECTS};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
-/// The PointNet model lookout ships (trained on the synthetic set, see quantize/pointnet).
-pub const DEFAULT_POINT_MODEL: &str = "pointnet-synthetic";
+/// The PointNet model lookout uses unless told otherwise: car, pedestrian, cyclist, pole,
+/// vegetation, wall, trained on objects ray-cast by the supported sensors' beam patterns
+/// (quantize/pointnet/raycast.py). `pointnet-synthetic` (geometric shapes) stays available.
+pub const DEFAULT_POINT_MODEL: &str = "pointnet-raycast";
 
 /// Which point model to load.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ pub struct PointModelChoice {
 }
 
 impl PointModelChoice {
-    /// `spec` is a manifest name (`pointnet-synthetic`) or a path to an `.onnx` file.
+    /// `spec` is a manifest name (`pointnet-raycast`) or a path to an `.onnx` file.
     pub fn resolve(spec: &str) -> PointModelChoice {
         let manifest = Manifest::builtin();
         if let Some(entry) = manifest.point_model(spec) {
