@@ -482,7 +482,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        OpenSet::from_names(&classes, &limits, Some(0.5)).expect("valid")
+        OpenSet::from_names(&classes, &limits, Some(0.4)).expect("valid")
     }
 
     #[test]
@@ -505,7 +505,7 @@ mod tests {
     #[test]
     fn an_unsure_answer_is_unknown_below_the_threshold() {
         let set = open_set();
-        // Three equal logits: 1/3 each, below 0.5.
+        // Three equal logits: 1/3 each, below 0.4.
         let (class, score) = set.decide(&[1.0, 1.0, 1.0], [0.5, 0.5, 0.5]);
         assert_eq!(class, 3);
         assert!((score - 2.0 / 3.0).abs() < 1e-6);
