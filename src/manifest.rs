@@ -39,6 +39,14 @@ pub struct PointModelEntry {
     pub input_name: String,
     pub output_name: String,
     pub classes: ClassTable,
+    /// Largest object of each class the model was trained on, metres: [longest horizontal
+    /// side, shortest horizontal side, height] of its box. A cluster larger than a class's
+    /// limits never gets that class; one that fits no class is `unknown`.
+    #[serde(default)]
+    pub size_limits_m: BTreeMap<String, [f32; 3]>,
+    /// Below this softmax probability a cluster is `unknown` (calibrated on held-out data).
+    #[serde(default)]
+    pub unknown_below_score: Option<f32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -133,7 +133,7 @@ fn int8_asked_of_a_file_without_quantization_is_refused() {
 /// on the full synthetic held-out split; one disagreement of 35 is allowed for other CPUs.
 #[test]
 fn int8_pointnet_top1_agrees_with_fp32_on_held_out_objects() {
-    use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL};
+    use lookout::infer::pointnet::{PointModelChoice, PointNetClassifier};
     let fixtures = common::fixtures();
     let meta = common::read_json(&fixtures.join("pointnet_heldout.json"));
     let objects = meta["objects"].as_u64().unwrap() as usize;
@@ -144,7 +144,8 @@ fn int8_pointnet_top1_agrees_with_fp32_on_held_out_objects() {
         .collect();
     let sets: Vec<&[f32]> = inputs.chunks_exact(256 * 3).collect();
     assert_eq!(sets.len(), objects);
-    let choice = PointModelChoice::resolve(DEFAULT_POINT_MODEL);
+    // The model the committed held-out objects were made for.
+    let choice = PointModelChoice::resolve("pointnet-synthetic");
     let top1 = |precision| -> Vec<usize> {
         let options = EngineOptions {
             threads: 1,

@@ -66,6 +66,7 @@ fn lidar_objects_reach_a_serial_reader_as_wire_frames() {
     let Some(Body::ClassTable(table)) = messages.first().map(|m| &m.body) else {
         panic!("the class table comes first: {messages:?}");
     };
+    // The default model's six classes and `unknown`.
     assert_eq!(table.total_classes, 7);
     let objects = messages
         .iter()

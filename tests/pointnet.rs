@@ -5,7 +5,7 @@
 mod common;
 
 use lookout::infer::pointnet::{
-    lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
+    lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL, UNKNOWN_CLASS,
 };
 use lookout::infer::EngineOptions;
 use lookout_lidar::process::{segment, SegmentParams};
@@ -58,9 +58,16 @@ fn reference() -> Reference {
     }
 }
 
+/// The model the committed references (quantize/pointnet/reference.py) were made with.
+const SYNTHETIC: &str = "pointnet-synthetic";
+
 fn load(batch: usize, threads: usize) -> PointNetClassifier {
+    load_model(SYNTHETIC, batch, threads)
+}
+
+fn load_model(name: &str, batch: usize, threads: usize) -> PointNetClassifier {
     PointNetClassifier::load(
-        &PointModelChoice::resolve(DEFAULT_POINT_MODEL),
+        &PointModelChoice::resolve(name),
         batch,
         None,
         &EngineOptions::threads(threads),
@@ -71,7 +78,7 @@ fn load(batch: usize, threads: usize) -> PointNetClassifier {
 #[test]
 fn tract_matches_onnxruntime_on_held_out_objects() {
     let reference = reference();
-    let choice = PointModelChoice::resolve(DEFAULT_POINT_MODEL);
+    let choice = PointModelChoice::resolve(SYNTHETIC);
     assert_eq!(
         choice.entry.as_ref().map(|e| e.sha256.as_str()),
         Some(reference.model_sha256.as_str()),
@@ -79,7 +86,8 @@ fn tract_matches_onnxruntime_on_held_out_objects() {
     );
     for (batch, threads) in [(8, 1), (35, 2), (1, 1)] {
         let mut classifier = load(batch, threads);
-        assert_eq!(classifier.class_names().len(), 7);
+        // The model's seven classes and `unknown` (given after the network, never by it).
+        assert_eq!(classifier.class_names().len(), 8);
         let per_set = 256 * 3;
         let sets: Vec<&[f32]> = reference.inputs.chunks_exact(per_set).collect();
         assert_eq!(sets.len(), reference.labels.len());
@@ -148,7 +156,7 @@ fn clusters_of_a_simulated_scan_are_classified_and_published() {
     let objects = classifier.classify(&found.clusters, 0).expect("classifies");
     assert_eq!(objects.len(), 2);
     for o in &objects {
-        assert!(o.class_id < 7 && (0.0..=1.0).contains(&o.score));
+        assert!(o.class_id < 8 && (0.0..=1.0).contains(&o.score));
     }
     // The same clusters give the same answers (sampling is seeded).
     assert_eq!(
@@ -206,9 +214,10 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     assert_eq!(scan["scan"]["points"], 17_955);
     let objects = scan["objects"].as_array().expect("objects");
     assert!(!objects.is_empty());
+    let names = load_model(DEFAULT_POINT_MODEL, 1, 1).class_names().to_vec();
     for o in objects {
         let class = o["class"].as_str().expect("class name");
-        assert!(["box", "cylinder", "sphere", "cone", "plane", "person", "car"].contains(&class));
+        assert!(names.iter().any(|n| n == class), "{class}");
         assert!(o["score"]
             .as_f64()
             .is_some_and(|s| (0.0..=1.0).contains(&s)));
@@ -363,4 +372,232 @@ fn a_model_given_by_path_takes_its_class_names_from_its_training_report() {
     )
     .expect("loads");
     assert_eq!(named.class_names(), names);
+    // With size limits in the report, `unknown` follows the model's classes.
+    std::fs::write(
+        dir.join("mine.json"),
+        serde_json::json!({ "classes": names, "size_limits_m": { "g": [5.0, 2.0, 2.0] } })
+            .to_string(),
+    )
+    .expect("report");
+    let limited = PointNetClassifier::load(
+        &PointModelChoice::resolve(&model.to_string_lossy()),
+        1,
+        Some(256),
+        &options,
+    )
+    .expect("loads");
+    assert_eq!(limited.class_names()[7], UNKNOWN_CLASS);
+    assert!(!limited.open_set().fits(6, [6.0, 1.0, 1.0]));
+}
+
+/// One scan's name and its objects' (class id, box size).
+type ScanObjects = (String, Vec<(usize, [f32; 3])>);
+
+/// Every rotation of the real captures (VLP-16, HDL-32E, Ouster OS1-64), segmented and
+/// classified as `lookout lidar --partial` does.
+fn real_capture_objects(model: &str) -> Vec<ScanObjects> {
+    let mut classifier = load_model(model, 8, 1);
+    real_capture_clusters()
+        .iter()
+        .enumerate()
+        .map(|(scan, clusters)| {
+            let objects = classifier
+                .classify(clusters, scan as u64)
+                .expect("classifies");
+            (
+                format!("{model} scan {scan}"),
+                objects
+                    .iter()
+                    .map(|o| (o.class_id, o.bounds.size_m))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn no_cluster_of_the_real_captures_gets_a_class_it_is_larger_than() {
+    for model in [DEFAULT_POINT_MODEL, SYNTHETIC] {
+        real_captures_respect_size_limits(model);
+    }
+}
+
+fn real_captures_respect_size_limits(model: &str) {
+    let classifier = load_model(model, 1, 1);
+    let open_set = classifier.open_set().clone();
+    let names = classifier.class_names().to_vec();
+    let unknown = names.len() - 1;
+    assert_eq!(names[unknown], UNKNOWN_CLASS);
+    let largest_long_side = open_set
+        .size_limits_m
+        .iter()
+        .flatten()
+        .map(|l| l[0])
+        .fold(0f32, f32::max);
+    let scans = real_capture_objects(model);
+    assert!(scans.len() >= 3, "{}", scans.len());
+    let (mut big, mut labelled) = (0, 0);
+    for (scan, objects) in &scans {
+        for &(class, size) in objects {
+            if class == unknown {
+                continue;
+            }
+            labelled += 1;
+            assert!(
+                open_set.fits(class, size),
+                "{scan}: a {size:?} m cluster labelled {} beyond its limits",
+                names[class]
+            );
+        }
+        // The walls and buildings: longer than anything trained, so unknown.
+        for &(class, size) in objects
+            .iter()
+            .filter(|(_, s)| s[0].max(s[1]) > largest_long_side)
+        {
+            big += 1;
+            assert_eq!(
+                class, unknown,
+                "{scan}: {size:?} m labelled {}",
+                names[class]
+            );
+        }
+    }
+    // With the shape classes, the 21.5 m × 2.9 m × 4.1 m wall of the VLP-16 capture and the
+    // 20.4 m × 11.3 m block of the HDL-32E capture are among them (the robot classes have a
+    // wall class that large); smaller clusters still get classes.
+    assert!(
+        labelled > 10 && (model != SYNTHETIC || big >= 2),
+        "{model}: {big} big, {labelled} labelled"
+    );
+}
+
+#[test]
+fn lidar_command_recognises_the_ouster_capture_and_names_what_is_missing() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures");
+    let capture = dir.join("ouster_example.pcap");
+    // ouster_example.json beside the capture is picked up.
+    let output = common::lookout_command()
+        .args(["lidar", "--threads", "1", "--pcap"])
+        .arg(&capture)
+        .output()
+        .expect("lookout runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["complete"], true);
+    assert_eq!(lines[0]["points"], 58_797);
+    assert!(lines[0]["objects"].as_array().is_some_and(|o| o.len() > 5));
+    assert!(
+        stderr.contains("packets 100 decoded, 0 ignored"),
+        "{stderr}"
+    );
+
+    // Without the metadata: no scan, exit status 1, and the flag to pass.
+    let alone = std::env::temp_dir().join(format!("lookout-ouster-{}", std::process::id()));
+    std::fs::create_dir_all(&alone).expect("temp dir");
+    std::fs::copy(&capture, alone.join("capture.pcap")).expect("copy");
+    let output = common::lookout_command()
+        .args(["lidar", "--no-classify", "--pcap"])
+        .arg(alone.join("capture.pcap"))
+        .output()
+        .expect("lookout runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Ouster OS-64 lidar data") && stderr.contains("--lidar-metadata"),
+        "{stderr}"
+    );
+    // Asked for an Ouster without metadata: refused at start, naming the flag.
+    let output = common::lookout_command()
+        .args([
+            "lidar",
+            "--no-classify",
+            "--lidar-model",
+            "ouster",
+            "--pcap",
+        ])
+        .arg(alone.join("capture.pcap"))
+        .output()
+        .expect("lookout runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--lidar-metadata"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&alone);
+}
+
+/// The default model's int8 twin (`quantize/int8 pointnet-raycast`, 0.994 top-1 agreement on
+/// the held-out ray-cast views through onnxruntime) decides as fp32 does on the real captures'
+/// clusters through tract, size limits and threshold included: 194 of 201 when measured (real
+/// clusters sit nearer the threshold than the training views); at least 95% is required.
+#[test]
+fn int8_twin_of_the_default_model_agrees_with_fp32_on_the_real_captures() {
+    use lookout::infer::Precision;
+    let decide = |precision| -> Vec<usize> {
+        let mut classifier = PointNetClassifier::load(
+            &PointModelChoice::resolve(DEFAULT_POINT_MODEL),
+            8,
+            None,
+            &EngineOptions {
+                threads: 1,
+                precision,
+            },
+        )
+        .expect("the committed model and its int8 twin load");
+        assert_eq!(classifier.precision(), precision);
+        real_capture_clusters()
+            .iter()
+            .enumerate()
+            .flat_map(|(scan, clusters)| {
+                classifier
+                    .classify(clusters, scan as u64)
+                    .expect("classifies")
+                    .into_iter()
+                    .map(|o| o.class_id)
+            })
+            .collect()
+    };
+    let (fp32, int8) = (decide(Precision::Fp32), decide(Precision::Int8));
+    let agree = fp32.iter().zip(&int8).filter(|(a, b)| a == b).count();
+    eprintln!(
+        "pointnet-raycast int8 vs fp32 on the real captures: {agree}/{}",
+        fp32.len()
+    );
+    assert!(fp32.len() > 150, "{}", fp32.len());
+    assert!(
+        agree * 100 >= 95 * fp32.len(),
+        "{agree}/{} agree",
+        fp32.len()
+    );
+}
+
+/// The clusters of every rotation of the three real captures (as in `real_capture_objects`).
+fn real_capture_clusters() -> Vec<Vec<lookout_lidar::process::Cluster>> {
+    use lookout_lidar::capture::LidarPcapSource;
+    use lookout_lidar::ouster::OusterMetadata;
+    use lookout_lidar::sensor::SensorSelection;
+    use lookout_lidar::velodyne::CutAzimuth;
+    use lookout_lidar::PointCloudSource;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lidar/tests/fixtures");
+    let mut out = Vec::new();
+    for name in ["velodyne_vlp16", "velodyne_vlp32", "ouster_example"] {
+        let mut source = LidarPcapSource::open(
+            &dir.join(format!("{name}.pcap")),
+            SensorSelection::Auto,
+            CutAzimuth::FirstPacket,
+            None,
+        )
+        .expect("capture opens")
+        .with_ouster_metadata(
+            OusterMetadata::load(&dir.join("ouster_example.json")).expect("metadata"),
+        );
+        while let Some(cloud) = source.next_cloud().expect("reads") {
+            out.push(segment(&cloud.points, &SegmentParams::default()).clusters);
+        }
+    }
+    out
 }

@@ -329,7 +329,11 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
         })
         .collect();
     assert!(
-        models.contains("yolo11n") && models.contains("lidar:pointnet-synthetic"),
+        models.contains("yolo11n")
+            && models.contains(&format!(
+                "lidar:{}",
+                lookout::infer::pointnet::DEFAULT_POINT_MODEL
+            )),
         "{models:?}"
     );
 }

@@ -2,20 +2,24 @@
 //! scan into object clusters ready for a classifier. It does not depend on the inference engine,
 //! so it builds and tests in seconds and can be reused by tools that only need the geometry.
 //!
-//! Sources implement [`PointCloudSource`]: Velodyne packets from a pcap capture
-//! ([`pcap::VelodynePcapSource`]) or a live UDP socket ([`udp::VelodyneUdpSource`]), and files
+//! Sources implement [`PointCloudSource`]: Velodyne or Ouster packets ([`sensor`] tells them
+//! apart) from a pcap capture ([`capture::LidarPcapSource`]) or a live UDP socket
+//! ([`udp::LidarUdpSource`]), and files
 //! ([`pcd`], [`ply`], LAS with feature `las`), and a Slamtec RPLIDAR on a serial line (feature `rplidar`). [`process`] holds the per-scan stages: crop, voxel down-sampling, ground
 //! removal, clustering and per-cluster sampling/normalisation. [`synthetic`] builds scenes with a
 //! known layout for tests and benchmarks.
 
+pub mod capture;
 #[cfg(feature = "las")]
 pub mod las;
+pub mod ouster;
 pub mod pcap;
 pub mod pcd;
 pub mod ply;
 pub mod process;
 #[cfg(feature = "rplidar")]
 pub mod rplidar;
+pub mod sensor;
 pub mod synthetic;
 pub mod udp;
 pub mod velodyne;

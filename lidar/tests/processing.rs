@@ -203,10 +203,10 @@ fn clusters_split_at_the_tolerance() {
 
 #[test]
 fn real_vlp16_turn_has_a_ground_plane_below_the_sensor() {
-    use lookout_lidar::pcap::VelodynePcapSource;
+    use lookout_lidar::capture::LidarPcapSource;
     use lookout_lidar::velodyne::{CutAzimuth, ModelSelection, VelodyneModel};
     use lookout_lidar::PointCloudSource;
-    let mut source = VelodynePcapSource::open(
+    let mut source = LidarPcapSource::open(
         &common::fixture("velodyne_vlp16.pcap"),
         ModelSelection::Fixed(VelodyneModel::Vlp16),
         CutAzimuth::FirstPacket,

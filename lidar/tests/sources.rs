@@ -7,7 +7,7 @@ use common::{data_payloads, temp_dir};
 use lookout_lidar::pcd::{parse_pcd, read_pcd, write_pcd_binary};
 use lookout_lidar::ply::parse_ply;
 use lookout_lidar::synthetic::{street_scene, Scanner};
-use lookout_lidar::udp::VelodyneUdpSource;
+use lookout_lidar::udp::LidarUdpSource;
 use lookout_lidar::velodyne::{CutAzimuth, ModelSelection, VelodyneModel};
 use lookout_lidar::{Point, PointCloudSource, SourceError};
 use std::time::Duration;
@@ -113,7 +113,7 @@ fn ply_ascii_and_binary_of_both_byte_orders_read_the_same_points() {
 
 #[test]
 fn live_udp_source_assembles_rotations_counts_junk_and_reports_silence() {
-    let mut source = VelodyneUdpSource::bind(
+    let mut source = LidarUdpSource::bind(
         "127.0.0.1:0".parse().expect("address"),
         ModelSelection::Fixed(VelodyneModel::Vlp16),
         CutAzimuth::FirstPacket,
@@ -239,7 +239,7 @@ fn pcapng_captures_read_like_the_classic_pcap() {
     let path = dir.join("vlp16.pcapng");
     std::fs::write(&path, pcapng_of(&want, false, true)).expect("write");
     let clouds = |path: &std::path::Path| {
-        let mut source = lookout_lidar::pcap::VelodynePcapSource::open(
+        let mut source = lookout_lidar::capture::LidarPcapSource::open(
             path,
             lookout_lidar::velodyne::ModelSelection::FromPacket,
             lookout_lidar::velodyne::CutAzimuth::FirstPacket,

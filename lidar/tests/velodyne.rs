@@ -4,7 +4,7 @@
 mod common;
 
 use common::{data_payloads, fixture, pcap_of, temp_dir};
-use lookout_lidar::pcap::VelodynePcapSource;
+use lookout_lidar::capture::LidarPcapSource;
 use lookout_lidar::velodyne::{
     parse_header, CutAzimuth, ModelSelection, PacketError, ReturnMode, RotationAssembler,
     VelodyneDecoder, VelodyneModel,
@@ -126,7 +126,7 @@ fn first_vlp16_packet_points_match_values_computed_by_hand() {
 }
 
 fn vlp16_rotations() -> (Vec<PointCloud>, lookout_lidar::SourceStats) {
-    let mut source = VelodynePcapSource::open(
+    let mut source = LidarPcapSource::open(
         &fixture(VLP16),
         ModelSelection::Fixed(VelodyneModel::Vlp16),
         CutAzimuth::FirstPacket,
@@ -221,7 +221,7 @@ fn vlp16_capture_assembles_one_full_rotation_of_sixteen_rings() {
 
 #[test]
 fn hdl32e_capture_decodes_thirty_two_rings_from_its_product_byte() {
-    let mut source = VelodynePcapSource::open(
+    let mut source = LidarPcapSource::open(
         &fixture(HDL32E),
         ModelSelection::FromPacket,
         CutAzimuth::Centideg(0),
@@ -263,7 +263,7 @@ fn malformed_packets_are_counted_and_skipped() {
     let dir = temp_dir("malformed");
     let path = dir.join("mixed.pcap");
     std::fs::write(&path, pcap_of(&payloads, 2368, false)).expect("write");
-    let mut source = VelodynePcapSource::open(
+    let mut source = LidarPcapSource::open(
         &path,
         ModelSelection::Fixed(VelodyneModel::Vlp16),
         CutAzimuth::FirstPacket,
@@ -305,7 +305,7 @@ fn truncated_captures_end_with_the_truncation_counted() {
     for cut in cuts {
         let path = dir.join(format!("cut{cut}.pcap"));
         std::fs::write(&path, &bytes[..cut]).expect("write");
-        let opened = VelodynePcapSource::open(
+        let opened = LidarPcapSource::open(
             &path,
             ModelSelection::Fixed(VelodyneModel::Vlp16),
             CutAzimuth::FirstPacket,
@@ -341,7 +341,7 @@ fn big_endian_and_rebuilt_captures_decode_the_same() {
     for big_endian in [false, true] {
         let path = dir.join(format!("be{big_endian}.pcap"));
         std::fs::write(&path, pcap_of(&payloads, 2368, big_endian)).expect("write");
-        let mut source = VelodynePcapSource::open(
+        let mut source = LidarPcapSource::open(
             &path,
             ModelSelection::Fixed(VelodyneModel::Vlp16),
             CutAzimuth::FirstPacket,
@@ -437,7 +437,7 @@ fn dual_return_pairs_interpolate_within_their_return_and_drop_repeats() {
 fn a_vlp16_with_the_hdl32e_product_byte_is_recognised_by_its_timing() {
     let open = |selection| {
         let mut source =
-            VelodynePcapSource::open(&fixture(VLP16), selection, CutAzimuth::FirstPacket, None)
+            LidarPcapSource::open(&fixture(VLP16), selection, CutAzimuth::FirstPacket, None)
                 .expect("opens");
         let mut clouds = Vec::new();
         while let Some(cloud) = source.next_cloud().expect("reads") {
@@ -450,7 +450,7 @@ fn a_vlp16_with_the_hdl32e_product_byte_is_recognised_by_its_timing() {
     let (fixed, _) = open(ModelSelection::Fixed(VelodyneModel::Vlp16));
     assert_eq!(auto, fixed);
     // The real HDL-32E capture keeps its model.
-    let mut source = VelodynePcapSource::open(
+    let mut source = LidarPcapSource::open(
         &fixture(HDL32E),
         ModelSelection::FromPacket,
         CutAzimuth::FirstPacket,
@@ -515,7 +515,7 @@ fn a_capture_without_velodyne_packets_names_what_it_holds() {
     ] {
         let path = dir.join(name);
         std::fs::write(&path, pcap_of(payloads, port, false)).expect("write");
-        let mut source = VelodynePcapSource::open(
+        let mut source = LidarPcapSource::open(
             &path,
             ModelSelection::FromPacket,
             CutAzimuth::FirstPacket,

@@ -2,6 +2,8 @@
 
     python quantize/pointnet/train.py                      # synthetic set → models/pointnet_synthetic.onnx
     python quantize/pointnet/train.py --modelnet40 DIR     # ModelNet40 meshes (DIR/<class>/{train,test}/*.off)
+    python quantize/pointnet/train.py --raycast --out models/pointnet_raycast.onnx
+                                                           # robot classes ray-cast by VLP-16, HDL-32E, OS1-64
 
 Reproducible: the data, the initialisation, the batches and the dropout all derive from
 --seed, and training runs on the CPU. Prints the held-out accuracy (overall and per class),
@@ -35,6 +37,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modelnet40", metavar="DIR", help="train on ModelNet40 meshes instead of the synthetic set")
+    p.add_argument("--raycast", action="store_true",
+                   help="car/pedestrian/cyclist/pole/vegetation/wall ray-cast by each supported sensor (raycast.py)")
     p.add_argument("--out", default=str(ROOT / "models/pointnet_synthetic.onnx"))
     p.add_argument("--points", type=int, default=256, help="points per object")
     p.add_argument("--width", type=float, default=0.25, help="layer width factor (1.0 = the paper's)")
@@ -60,7 +64,16 @@ def rotate_z(rng, x):
 def main():
     args = parse_args()
     started = time.time()
-    if args.modelnet40:
+    sensors_test = sizes_train = None
+    if args.raycast:
+        import raycast
+
+        classes = raycast.CLASSES
+        x_train, y_train, _, sizes_train = raycast.make_split(args.seed, args.train_per_class, args.points)
+        x_test, y_test, sensors_test, _ = raycast.make_split(args.seed + 1_000_003, args.test_per_class, args.points)
+        source = (f"ray-cast (quantize/pointnet/raycast.py: {', '.join(raycast.SENSORS)}; "
+                  f"seeds {args.seed} and {args.seed + 1_000_003})")
+    elif args.modelnet40:
         (x_train, y_train), (x_test, y_test), classes = dataset.load_modelnet40(args.modelnet40, args.points, args.seed)
         source = f"ModelNet40 at {args.modelnet40}"
     else:
@@ -142,6 +155,28 @@ def main():
     ort_accuracy = float((ort_logits.argmax(1) == y_test).mean())
     assert max_diff < 1e-3, f"onnxruntime and JAX disagree by {max_diff}"
     sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    extra = {}
+    if args.raycast:
+        # Per sensor and class, on the held-out views.
+        extra["per_sensor_class_accuracy"] = {
+            sensor: {c: float((predicted[(y_test == i) & (sensors_test == k)] == i).mean()) for i, c in enumerate(classes)}
+            for k, sensor in enumerate(raycast.SENSORS)}
+        # Size limits: each class's largest principal-axis box over the training views
+        # ([longest horizontal side, shortest, height]), plus 10% and 0.1 m for what the views missed.
+        limits = {}
+        for i, c in enumerate(classes):
+            b = sizes_train[y_train == i]
+            sides = np.stack([b[:, :2].max(1), b[:, :2].min(1), b[:, 2]], 1).max(0)
+            limits[c] = [round(float(v) * 1.1 + 0.1, 2) for v in sides]
+        extra["size_limits_m"] = limits
+        # Threshold: the softmax probability that 95% of the right held-out answers reach.
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        right = predicted == y_test
+        threshold = float(np.quantile(p.max(1)[right], 0.05))
+        extra["unknown_below_score"] = round(threshold, 3)
+        kept = p.max(1) >= threshold
+        extra["threshold_keeps"] = {"right": float(kept[right].mean()), "wrong": float(kept[~right].mean())}
     report = {
         "model": out.name,
         "sha256": sha,
@@ -159,6 +194,7 @@ def main():
         "per_class_accuracy": per_class,
         "confusion": confusion.tolist(),
         "max_abs_logit_difference_onnxruntime_vs_jax": max_diff,
+        **extra,
         "train_seconds": round(time.time() - started),
         "versions": {"jax": jax.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
                      "numpy": np.__version__},

@@ -1,5 +1,5 @@
-//! `lookout lidar`: point clouds in (a pcap capture of Velodyne packets, a PCD/PLY file, or a
-//! live Velodyne on UDP), classified 3D objects out, one JSON line per scan.
+//! `lookout lidar`: point clouds in (a pcap capture of Velodyne or Ouster packets, a PCD/PLY
+//! file, or a live Velodyne or Ouster on UDP), classified 3D objects out, one JSON line per scan.
 
 use super::default_threads;
 use super::sinks::{open_sinks, SinkArgs};
@@ -23,13 +23,14 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["pcap", "file", "udp", "rplidar", "config"])))]
 pub struct LidarArgs {
-    /// Replay Velodyne data packets from a pcap capture.
+    /// Replay Velodyne or Ouster data packets from a pcap or pcapng capture.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
     /// Read one point cloud from a .pcd, .ply or .las file.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Listen for a live Velodyne on this UDP address (e.g. 0.0.0.0:2368).
+    /// Listen for a live Velodyne or Ouster on this UDP address (e.g. 0.0.0.0:2368 for a
+    /// Velodyne, 0.0.0.0:7502 for an Ouster).
     #[arg(long)]
     pub udp: Option<String>,
     /// Read 2D turns from a Slamtec RPLIDAR on this serial device (feature `serial`).
@@ -41,13 +42,19 @@ pub struct LidarArgs {
     /// Board config whose [lidar] section names the live sensor and classifier.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Velodyne model: auto (from each packet's product byte), vlp16, puck-hires, vlp32c,
-    /// hdl32e. Some captures carry a wrong product byte: name the model then.
+    /// Sensor: auto (recognised from the packets; a Velodyne's model from each packet's product
+    /// byte), vlp16, puck-hires, vlp32c, hdl32e, or ouster. Some Velodyne captures carry a
+    /// wrong product byte: name the model then.
     #[arg(long)]
     pub lidar_model: Option<String>,
-    /// UDP port of the data packets in a pcap capture.
-    #[arg(long, default_value_t = 2368)]
-    pub port: u16,
+    /// An Ouster's metadata JSON (beam angles, columns per frame, packet profile); for a
+    /// capture NAME.pcap, NAME.json beside it is used when present.
+    #[arg(long)]
+    pub lidar_metadata: Option<PathBuf>,
+    /// UDP port of the data packets in a pcap capture [default: 2368 for a Velodyne, 7502 for
+    /// an Ouster].
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Start each rotation at this azimuth, degrees (default: the first packet's azimuth).
     #[arg(long)]
     pub cut_deg: Option<f32>,
@@ -55,7 +62,7 @@ pub struct LidarArgs {
     #[arg(long)]
     pub partial: bool,
     /// Point classifier: a name from models/manifest.toml or a path to an .onnx file
-    /// [default: pointnet-synthetic].
+    /// [default: pointnet-raycast].
     #[arg(long)]
     pub model: Option<String>,
     /// Only segment: report clusters and boxes without classifying them.
@@ -124,12 +131,10 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
         None => BoardConfig::default(),
     };
     let section = board.lidar.clone().unwrap_or_default();
-    let model_name = args
-        .lidar_model
-        .as_deref()
-        .or(section.model.as_deref())
-        .unwrap_or("auto");
-    let model = parse_model(model_name).map_err(anyhow::Error::msg)?;
+    let model = match args.lidar_model.as_deref() {
+        Some(name) => parse_model(name).map_err(|e| anyhow::anyhow!("--lidar-model: {e}"))?,
+        None => section.selection(),
+    };
     let cut = match args.cut_deg {
         Some(deg) if (0.0..360.0).contains(&deg) => CutAzimuth::Centideg((deg * 100.0) as u16),
         Some(deg) => bail!("--cut-deg must be in [0, 360), got {deg}"),
@@ -139,8 +144,9 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
         LidarInput::Pcap {
             path: path.clone(),
             model,
-            port: Some(args.port),
+            port: args.port,
             cut,
+            metadata: args.lidar_metadata.clone().or(section.metadata.clone()),
         }
     } else if let Some(path) = &args.file {
         LidarInput::File(path.clone())
@@ -165,6 +171,7 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             model,
             cut,
             silence_timeout: Duration::from_millis(section.silence_timeout_ms.unwrap_or(1000)),
+            metadata: args.lidar_metadata.clone().or(section.metadata.clone()),
         }
     };
     let live = matches!(input, LidarInput::Udp { .. } | LidarInput::Rplidar { .. });

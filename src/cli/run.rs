@@ -273,7 +273,7 @@ fn lidar_branch(board: &BoardConfig, args: &RunArgs) -> anyhow::Result<Option<Li
     };
     let Some(input) = section.input() else {
         bail!(
-            "{}: [lidar] names no sensor: set lidar.address (a live Velodyne, e.g. \"0.0.0.0:2368\") or lidar.replay (a pcap capture)",
+            "{}: [lidar] names no sensor: set lidar.address (a live sensor, e.g. \"0.0.0.0:2368\") or lidar.replay (a pcap capture)",
             args.config.display()
         );
     };

@@ -1,9 +1,11 @@
 //! Choosing and opening a LiDAR source: a pcap replay, a point-cloud file (PCD, PLY, LAS), a live
-//! Velodyne on UDP, or a Slamtec RPLIDAR on a serial device, from the command line or the board config's `[lidar]` section. The sources
-//! themselves live in the `lookout-lidar` crate.
+//! Velodyne or Ouster on UDP, or a Slamtec RPLIDAR on a serial device, from the command line or
+//! the board config's `[lidar]` section. The sources themselves live in the `lookout-lidar` crate.
 
-use lookout_lidar::pcap::VelodynePcapSource;
-use lookout_lidar::udp::VelodyneUdpSource;
+use lookout_lidar::capture::LidarPcapSource;
+use lookout_lidar::ouster::OusterMetadata;
+use lookout_lidar::sensor::SensorSelection;
+use lookout_lidar::udp::LidarUdpSource;
 use lookout_lidar::velodyne::{CutAzimuth, ModelSelection, VelodyneModel};
 use lookout_lidar::{PointCloud, PointCloudSource, SourceError, SourceStats};
 use serde::Deserialize;
@@ -15,20 +17,26 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LidarSection {
-    /// `velodyne` (the only live sensor kind so far).
+    /// `velodyne` or `ouster`.
     pub sensor: Option<String>,
-    /// `auto` (trust the packets' product byte), `vlp16`, `puck-hires`, `vlp32c`, `hdl32e`.
+    /// `auto` (recognise the sensor from its packets; a Velodyne's model from the product
+    /// byte), `vlp16`, `puck-hires`, `vlp32c`, `hdl32e`, or `ouster`.
     pub model: Option<String>,
-    /// UDP address to listen on, e.g. `0.0.0.0:2368`.
+    /// An Ouster's metadata JSON (beam angles, columns per frame, packet profile). Relative
+    /// paths are taken from the working directory.
+    pub metadata: Option<PathBuf>,
+    /// UDP address to listen on, e.g. `0.0.0.0:2368` (Velodyne) or `0.0.0.0:7502` (Ouster).
     pub address: Option<String>,
     /// How long without packets before the sensor is reported silent.
     pub silence_timeout_ms: Option<u64>,
     /// Point classifier: a manifest name or a path to an `.onnx` file.
     pub classifier: Option<String>,
-    /// A pcap capture of Velodyne packets to replay instead of a live sensor; `lookout run`
-    /// replays it at its recorded pace. Relative paths are taken from the working directory.
+    /// A pcap capture of Velodyne or Ouster packets to replay instead of a live sensor;
+    /// `lookout run` replays it at its recorded pace. Relative paths are taken from the
+    /// working directory.
     pub replay: Option<PathBuf>,
-    /// UDP port of the data packets in the `replay` capture (default 2368).
+    /// UDP port of the data packets in the `replay` capture (default 2368 for a Velodyne, 7502
+    /// or the metadata's `udp_port_lidar` for an Ouster).
     pub port: Option<u16>,
     /// PointNet compute threads in `lookout run` (default 1: the detector keeps the others).
     pub threads: Option<usize>,
@@ -47,14 +55,27 @@ pub struct LidarSection {
 impl LidarSection {
     /// Checks the values; `Err((key, problem))` for the config loader to report.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if let Some(sensor) = self.sensor.as_deref().filter(|s| *s != "velodyne") {
+        if let Some(sensor) = self
+            .sensor
+            .as_deref()
+            .filter(|s| !matches!(*s, "velodyne" | "ouster"))
+        {
             return Err((
                 "lidar.sensor",
-                format!("is '{sensor}'; only \"velodyne\" is supported"),
+                format!("is '{sensor}'; use \"velodyne\" or \"ouster\""),
             ));
         }
         if let Some(model) = &self.model {
             parse_model(model).map_err(|p| ("lidar.model", p))?;
+        }
+        if self.selection() == SensorSelection::Ouster
+            && self.address.is_some()
+            && self.metadata.is_none()
+        {
+            return Err((
+                "lidar.metadata",
+                "is missing: a live Ouster needs its metadata JSON (`ouster-cli source SENSOR metadata > sensor.json`)".into(),
+            ));
         }
         if let Some(address) = &self.address {
             address.parse::<SocketAddr>().map_err(|_| {
@@ -114,17 +135,28 @@ impl LidarSection {
         params
     }
 
+    /// The sensor the section names: `model` when given, else `sensor = "ouster"` means an
+    /// Ouster, else the packets tell.
+    pub fn selection(&self) -> SensorSelection {
+        match (self.model.as_deref(), self.sensor.as_deref()) {
+            (Some(model), _) => parse_model(model).unwrap_or(SensorSelection::Auto),
+            (None, Some("ouster")) => SensorSelection::Ouster,
+            _ => SensorSelection::Auto,
+        }
+    }
+
     /// The source this section names: the `replay` capture or the live sensor at `address`.
     /// `None` when it names neither.
     pub fn input(&self) -> Option<LidarInput> {
         // Validated by `validate`.
-        let model = parse_model(self.model.as_deref().unwrap_or("auto")).ok()?;
+        let model = self.selection();
         if let Some(path) = &self.replay {
             return Some(LidarInput::Pcap {
                 path: path.clone(),
                 model,
-                port: Some(self.port.unwrap_or(2368)),
+                port: self.port,
                 cut: CutAzimuth::FirstPacket,
+                metadata: self.metadata.clone(),
             });
         }
         let address = self.address.as_ref()?.parse().ok()?;
@@ -133,20 +165,77 @@ impl LidarSection {
             model,
             cut: CutAzimuth::FirstPacket,
             silence_timeout: Duration::from_millis(self.silence_timeout_ms.unwrap_or(1000)),
+            metadata: self.metadata.clone(),
         })
     }
 }
 
-/// `auto` or a Velodyne model name.
-pub fn parse_model(name: &str) -> Result<ModelSelection, String> {
+/// `auto`, a Velodyne model name or `ouster`.
+pub fn parse_model(name: &str) -> Result<SensorSelection, String> {
     if name.eq_ignore_ascii_case("auto") {
-        return Ok(ModelSelection::FromPacket);
+        return Ok(SensorSelection::Auto);
+    }
+    if name.eq_ignore_ascii_case("ouster") {
+        return Ok(SensorSelection::Ouster);
     }
     VelodyneModel::from_name(name)
-        .map(ModelSelection::Fixed)
+        .map(|m| SensorSelection::Velodyne(ModelSelection::Fixed(m)))
         .ok_or_else(|| {
-            format!("unknown LiDAR model '{name}': use auto, vlp16, puck-hires, vlp32c or hdl32e")
+            format!(
+                "unknown LiDAR model '{name}': use auto, vlp16, puck-hires, vlp32c, hdl32e or ouster"
+            )
         })
+}
+
+/// The Ouster metadata for a source: the file named, or for a capture `NAME.json` beside
+/// `NAME.pcap` when the sensor may be an Ouster. A named file must load; a neighbour that is
+/// not Ouster metadata is passed over (it may be anything) unless an Ouster was asked for.
+fn ouster_metadata(
+    named: Option<&Path>,
+    capture: Option<&Path>,
+    selection: SensorSelection,
+) -> Result<Option<OusterMetadata>, SourceError> {
+    let invalid = |path: &Path, reason: String| SourceError::Format {
+        path: path.to_path_buf(),
+        expected: "Ouster metadata",
+        reason,
+    };
+    if let Some(path) = named {
+        return match OusterMetadata::load(path) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => Err(invalid(path, e.to_string())),
+        };
+    }
+    let beside = capture
+        .map(|c| c.with_extension("json"))
+        .filter(|p| p.is_file() && !matches!(selection, SensorSelection::Velodyne(_)));
+    let found = match beside {
+        Some(path) => match OusterMetadata::load(&path) {
+            Ok(m) => {
+                log::info!("Ouster metadata from {}", path.display());
+                Some(m)
+            }
+            Err(e) if selection == SensorSelection::Ouster => {
+                return Err(invalid(&path, e.to_string()))
+            }
+            Err(e) => {
+                log::debug!(
+                    "{} is not Ouster metadata, passed over: {e}",
+                    path.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    if found.is_none() && selection == SensorSelection::Ouster {
+        let path = capture.map_or_else(|| PathBuf::from("--lidar-metadata"), Path::to_path_buf);
+        return Err(invalid(
+            &path,
+            "an Ouster needs its metadata JSON: pass --lidar-metadata FILE (lidar.metadata in a config), saved from the sensor with `ouster-cli source SENSOR metadata`".into(),
+        ));
+    }
+    Ok(found)
 }
 
 /// What to read scans from.
@@ -154,17 +243,21 @@ pub fn parse_model(name: &str) -> Result<ModelSelection, String> {
 pub enum LidarInput {
     Pcap {
         path: PathBuf,
-        model: ModelSelection,
+        model: SensorSelection,
         port: Option<u16>,
         cut: CutAzimuth,
+        /// Ouster metadata JSON; `None` looks for NAME.json beside NAME.pcap.
+        metadata: Option<PathBuf>,
     },
     /// A PCD or PLY file: one cloud.
     File(PathBuf),
     Udp {
         address: SocketAddr,
-        model: ModelSelection,
+        model: SensorSelection,
         cut: CutAzimuth,
         silence_timeout: Duration,
+        /// Ouster metadata JSON (required for an Ouster).
+        metadata: Option<PathBuf>,
     },
     /// A Slamtec RPLIDAR on a serial device (feature `serial`): 2D turns.
     Rplidar {
@@ -226,7 +319,14 @@ pub fn open(input: &LidarInput) -> Result<Box<dyn PointCloudSource + Send>, Sour
             model,
             port,
             cut,
-        } => Box::new(VelodynePcapSource::open(path, *model, *cut, *port)?),
+            metadata,
+        } => {
+            let source = LidarPcapSource::open(path, *model, *cut, *port)?;
+            match ouster_metadata(metadata.as_deref(), Some(path), *model)? {
+                Some(m) => Box::new(source.with_ouster_metadata(m)),
+                None => Box::new(source),
+            }
+        }
         LidarInput::File(path) => Box::new(FileSource {
             cloud: Some(read_file(path)?),
             stats: SourceStats::default(),
@@ -236,12 +336,14 @@ pub fn open(input: &LidarInput) -> Result<Box<dyn PointCloudSource + Send>, Sour
             model,
             cut,
             silence_timeout,
-        } => Box::new(VelodyneUdpSource::bind(
-            *address,
-            *model,
-            *cut,
-            *silence_timeout,
-        )?),
+            metadata,
+        } => {
+            let source = LidarUdpSource::bind(*address, *model, *cut, *silence_timeout)?;
+            match ouster_metadata(metadata.as_deref(), None, *model)? {
+                Some(m) => Box::new(source.with_ouster_metadata(m)),
+                None => Box::new(source),
+            }
+        }
         LidarInput::Rplidar {
             device,
             baud,
@@ -313,7 +415,11 @@ mod tests {
         for (text, key) in [
             ("[lidar]\nmodel = \"vlp99\"\n", "lidar.model"),
             ("[lidar]\naddress = \"localhost\"\n", "lidar.address"),
-            ("[lidar]\nsensor = \"ouster\"\n", "lidar.sensor"),
+            ("[lidar]\nsensor = \"hesai\"\n", "lidar.sensor"),
+            (
+                "[lidar]\nsensor = \"ouster\"\naddress = \"0.0.0.0:7502\"\n",
+                "lidar.metadata",
+            ),
             (
                 "[lidar]\nsilence_timeout_ms = 1\n",
                 "lidar.silence_timeout_ms",
