@@ -238,14 +238,15 @@ fn photo_video(dir: &Path) -> PathBuf {
     video
 }
 
-/// Runs lookout to its end: (per-frame reports, summary, stderr).
+/// Runs lookout to its end: (the detections documents, one per frame; summary, stderr).
 fn finish(child: std::process::Child) -> (Vec<serde_json::Value>, serde_json::Value, String) {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}");
     let reports = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "detections")
         .collect();
     let summary = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
     (reports, summary, stderr)

@@ -489,8 +489,8 @@ fn lidar_command_recognises_the_ouster_capture_and_names_what_is_missing() {
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     assert_eq!(lines.len(), 1, "{stdout}");
-    assert_eq!(lines[0]["complete"], true);
-    assert_eq!(lines[0]["points"], 58_797);
+    assert_eq!(lines[0]["scan"]["complete"], true);
+    assert_eq!(lines[0]["scan"]["points"], 58_797);
     assert!(lines[0]["objects"].as_array().is_some_and(|o| o.len() > 5));
     assert!(
         stderr.contains("packets 100 decoded, 0 ignored"),
