@@ -40,6 +40,10 @@ fn segment_writes_mask_and_overlay_and_prints_scores() {
         String::from_utf8_lossy(&out.stderr)
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (line["schema"].as_u64(), line["kind"].as_str()),
+        (Some(1), Some("masks"))
+    );
     assert_eq!(line["width"], 451);
     assert_eq!(line["height"], 300);
     assert_eq!(line["candidate_scores"].as_array().unwrap().len(), 1);
@@ -138,9 +142,23 @@ fn everything_mode_prints_the_masks_of_a_point_grid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(line["points"], 9);
-    assert!(!line["masks"].as_array().unwrap().is_empty(), "{line}");
+    // One masks document per mask found.
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    for (k, line) in lines.iter().enumerate() {
+        assert_eq!(
+            (line["kind"].as_str(), line["grid_points"].as_u64()),
+            (Some("masks"), Some(9))
+        );
+        assert_eq!(line["mask"]["object_id"], k, "{line}");
+        assert!(
+            line["mask"]["class"].is_null(),
+            "a prompt names no class: {line}"
+        );
+    }
     assert!(out_dir.join("everything.png").exists());
     std::fs::remove_dir_all(&out_dir).ok();
     let bad = segment(&["--everything", "0"]);

@@ -450,12 +450,20 @@ fn lidar_objects_go_to_mqtt_in_the_same_schema() {
         let doc: Value = serde_json::from_slice(payload).unwrap();
         assert_valid(&v, &doc, topic);
         if topic == "lookout/4/lidar" {
-            // The broker's document is stdout's without what only the command prints.
+            // The broker's document is stdout's without what only the command prints, and
+            // with the first (largest) objects a message holds; stdout has them all.
             let mut mine = printed.clone();
             for key in ["scan", "ms"] {
                 mine.as_object_mut().unwrap().remove(key);
             }
+            let all = printed["objects"].as_array().unwrap().len();
+            let held = all.min(lookout_wire::MAX_LIDAR_OBJECTS);
+            mine["objects"] = Value::Array(mine["objects"].as_array().unwrap()[..held].to_vec());
             assert_eq!(doc, mine);
+            assert!(
+                all > lookout_wire::MAX_LIDAR_OBJECTS,
+                "this scan has more: {all}"
+            );
             assert!(doc["objects"][0]["class"].is_string(), "{doc}");
         }
     }
@@ -466,4 +474,37 @@ fn lidar_objects_go_to_mqtt_in_the_same_schema() {
         "{:?}",
         messages.iter().map(|(t, _)| t).collect::<Vec<_>>()
     );
+}
+
+/// `lookout segment`: a prompt's mask and every mask of a grid are masks documents too.
+#[test]
+fn segment_prints_masks_documents() {
+    let v = validator();
+    let root = common::root();
+    for prompt in [
+        &["--point", "200,150"][..],
+        &["--everything", "3", "--pred-iou", "-10", "--stability", "0"],
+    ] {
+        let out = common::lookout_command()
+            .arg("segment")
+            .arg(root.join("tests/fixtures/images/chelsea.png"))
+            .arg("--model")
+            .arg(root.join("tests/fixtures/sam/mobilesam_tiny"))
+            .args(["--threads", "1"])
+            .args(prompt)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.lines().count() >= 1, "{prompt:?}");
+        for line in stdout.lines() {
+            let doc: Value = serde_json::from_str(line).unwrap();
+            assert_valid(&v, &doc, "segment stdout");
+            assert_eq!(doc["kind"], "masks");
+        }
+    }
 }

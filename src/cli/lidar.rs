@@ -8,10 +8,10 @@ use lookout::branch::lidar::process_scan;
 use lookout::clock::epoch_now_us;
 use lookout::config::BoardConfig;
 use lookout::infer::pointnet::{
-    lidar_objects_body, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
+    lidar_objects_body, wire_object, PointModelChoice, PointNetClassifier, DEFAULT_POINT_MODEL,
 };
 use lookout::infer::EngineOptions;
-use lookout::sink::json::{document, ClassNames, LIDAR_MODEL_PREFIX};
+use lookout::sink::json::{document, lidar_object, ClassNames, LIDAR_MODEL_PREFIX};
 use lookout::sink::{class_table_bodies, MessageBuilder};
 use lookout::source::lidar::{open, parse_model, LidarInput};
 use lookout_lidar::process::SegmentParams;
@@ -262,9 +262,15 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
         let message = builder.message(received.0, scan as u32, body);
         let age_us = received.1.elapsed().as_micros() as u64;
         let mut line = document(&message, &names, Some(age_us));
-        if classified.is_none() {
-            line["objects"] = report.objects.iter().map(unclassified).collect();
-        }
+        // stdout shows every object; a message carries the first (largest)
+        // MAX_LIDAR_OBJECTS, the same values.
+        line["objects"] = match &classified {
+            Some(objects) => objects
+                .iter()
+                .map(|o| lidar_object(&wire_object(o), true, &names))
+                .collect(),
+            None => report.objects.iter().map(unclassified).collect(),
+        };
         line["scan"] = serde_json::json!({
             "sensor_us": report.timestamp_us,
             "complete": report.complete,

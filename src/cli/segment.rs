@@ -64,18 +64,22 @@ pub struct SegmentArgs {
     pub stability: f32,
 }
 
+/// What `lookout segment --everything` adds to each mask's document.
 #[derive(Serialize)]
-struct EverythingRecord {
+struct EverythingRecord<'a> {
+    image: &'a Path,
+    width: u32,
+    height: u32,
+    /// The prompt grid's points in all.
+    grid_points: usize,
     predicted_iou: f32,
     stability: f32,
     point: [f32; 2],
     area_px: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bbox: Option<[u16; 4]>,
 }
 
-/// `--everything N`: every mask the grid finds, as one JSON line; an overlay with each mask
-/// in its own colour.
+/// `--everything N`: every mask the grid finds, a masks document each (one line per mask);
+/// an overlay with each mask in its own colour.
 fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
     use lookout::infer::sam::EverythingParams;
     if side == 0 || side > 64 {
@@ -101,16 +105,28 @@ fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
     let t = Instant::now();
     let masks = sam.segment_everything(&embedding, &params)?;
     let decoder = t.elapsed();
-    let records: Vec<EverythingRecord> = masks
-        .iter()
-        .map(|m| EverythingRecord {
+    let mut lines = Vec::new();
+    for (k, m) in masks.iter().enumerate() {
+        let record = EverythingRecord {
+            image: &args.image,
+            width: frame.image.width(),
+            height: frame.image.height(),
+            grid_points: side * side,
             predicted_iou: round4(m.predicted_iou),
             stability: round4(m.stability),
             point: m.point,
             area_px: m.mask.area(),
-            bbox: m.mask.bounding_box().map(|b| [b.x1, b.y1, b.x2, b.y2]),
-        })
-        .collect();
+        };
+        let mut doc = mask_document(
+            &m.mask,
+            k as u32,
+            m.predicted_iou,
+            frame.timestamp_us,
+            serde_json::to_value(&record)?,
+        );
+        doc["ms"] = serde_json::json!({"load": ms_rounded(load), "encoder": ms_rounded(encoder), "grid": ms_rounded(decoder)});
+        lines.push(doc);
+    }
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
@@ -132,17 +148,12 @@ fn run_everything(args: &SegmentArgs, side: usize) -> anyhow::Result<bool> {
             .save(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "image": args.image,
-            "width": frame.image.width(),
-            "height": frame.image.height(),
-            "points": side * side,
-            "masks": records,
-            "ms": {"load": ms_rounded(load), "encoder": ms_rounded(encoder), "grid": ms_rounded(decoder)},
-        })
-    );
+    for line in &lines {
+        println!("{line}");
+    }
+    if lines.is_empty() {
+        eprintln!("no mask passed the thresholds (--pred-iou, --stability)");
+    }
     Ok(true)
 }
 
@@ -211,12 +222,12 @@ fn parse_numbers(s: &str, n: usize) -> Result<Vec<f32>, ()> {
     Ok(v)
 }
 
+/// What `lookout segment` adds to the prompt's masks document.
 #[derive(Serialize)]
 struct Output<'a> {
     image: &'a Path,
     width: usize,
     height: usize,
-    score: f32,
     candidate_scores: Vec<f32>,
     chosen: usize,
     area_px: usize,
@@ -269,7 +280,6 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<bool> {
         image: &args.image,
         width: mask.width,
         height: mask.height,
-        score: round4(seg.score),
         candidate_scores: seg.candidate_scores.iter().map(|&s| round4(s)).collect(),
         chosen: seg.chosen,
         area_px: mask.area(),
@@ -287,8 +297,62 @@ pub fn run(args: SegmentArgs) -> anyhow::Result<bool> {
     if let Some(dir) = &args.out {
         write_images(dir, &frame.image, mask, &prompt)?;
     }
-    println!("{}", serde_json::to_string(&out)?);
+    let doc = mask_document(
+        mask,
+        0,
+        seg.score,
+        frame.timestamp_us,
+        serde_json::to_value(&out)?,
+    );
+    println!("{doc}");
     Ok(true)
+}
+
+/// A mask as the schema's masks document (docs/outputs.md), made from its wire form like
+/// every other output, with `extras` added. A prompt names no class: `class_id` and `class`
+/// are null. An empty mask has an empty box and no runs.
+fn mask_document(
+    mask: &Mask,
+    object_id: u32,
+    score: f32,
+    capture_us: u64,
+    extras: serde_json::Value,
+) -> serde_json::Value {
+    use lookout::decode::mask::{to_instance_mask, MaskEncoding};
+    use lookout_wire::{Body, InstanceMask, MaskShape, PixelBox, Score, MAX_POLYGON_POINTS};
+    let instance = to_instance_mask(
+        mask,
+        object_id,
+        0,
+        score,
+        MaskEncoding::Auto,
+        MAX_POLYGON_POINTS,
+    )
+    .unwrap_or(InstanceMask {
+        object_id,
+        class_id: 0,
+        score: Score::from_f32(score),
+        bbox: PixelBox {
+            x1: 0,
+            y1: 0,
+            x2: 0,
+            y2: 0,
+        },
+        shape: MaskShape::Rle {
+            width: 0,
+            height: 0,
+            runs: Default::default(),
+        },
+    });
+    let message =
+        lookout::sink::MessageBuilder::new(0).message(capture_us, 0, Body::Mask(instance));
+    let mut doc = lookout::sink::json::document(&message, &Default::default(), None);
+    doc["mask"]["class_id"] = serde_json::Value::Null;
+    doc["mask"]["class"] = serde_json::Value::Null;
+    if let (Some(doc), serde_json::Value::Object(extras)) = (doc.as_object_mut(), extras) {
+        doc.extend(extras);
+    }
+    doc
 }
 
 fn round4(v: f32) -> f32 {

@@ -444,21 +444,25 @@ fn to_mm(m: f32) -> i32 {
 pub fn lidar_objects_body(objects: &[LidarDetection]) -> Body {
     let mut list = lookout_wire::heapless::Vec::new();
     for o in objects.iter().take(MAX_LIDAR_OBJECTS) {
-        let b = &o.bounds;
-        let item = LidarObject {
-            class_id: o.class_id.min(u16::MAX as usize) as u16,
-            score: Score::from_f32(o.score),
-            center_mm: b.center_m.map(to_mm),
-            size_mm: b.size_m.map(|s| to_mm(s).max(0) as u32),
-            yaw_mrad: (b.yaw_rad * 1000.0)
-                .round()
-                .clamp(i16::MIN as f32, i16::MAX as f32) as i16,
-            points: o.points.min(u16::MAX as usize) as u16,
-        };
         // Cannot fail: at most MAX_LIDAR_OBJECTS are taken.
-        let _ = list.push(item);
+        let _ = list.push(wire_object(o));
     }
     Body::LidarObjects(LidarObjects { objects: list })
+}
+
+/// One object in the wire's units (mm, mrad, 1/65535 scores): what every printer shows.
+pub fn wire_object(o: &LidarDetection) -> LidarObject {
+    let b = &o.bounds;
+    LidarObject {
+        class_id: o.class_id.min(u16::MAX as usize) as u16,
+        score: Score::from_f32(o.score),
+        center_mm: b.center_m.map(to_mm),
+        size_mm: b.size_m.map(|s| to_mm(s).max(0) as u32),
+        yaw_mrad: (b.yaw_rad * 1000.0)
+            .round()
+            .clamp(i16::MIN as f32, i16::MAX as f32) as i16,
+        points: o.points.min(u16::MAX as usize) as u16,
+    }
 }
 
 #[cfg(test)]
