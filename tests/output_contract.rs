@@ -9,16 +9,12 @@ mod common;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
 
-use image::imageops::{overlay, resize, FilterType};
-use image::{Rgb, RgbImage};
 use mosquitto::{Broker, BrokerOptions};
-use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+type Received = mosquitto::Heard;
 
 fn validator() -> jsonschema::Validator {
     let schema = common::read_json(&common::root().join("docs/schema/lookout.schema.json"));
@@ -30,57 +26,11 @@ fn assert_valid(v: &jsonschema::Validator, doc: &Value, origin: &str) {
     assert!(errors.is_empty(), "{origin}: {doc}\n{errors:#?}");
 }
 
-fn subscribe(port: u16, topic: &str) -> Received {
-    let mut o = MqttOptions::new(
-        format!("contract-{port}-{}", topic.len()),
-        "127.0.0.1",
-        port,
-    );
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut connection) = Client::new(o, 64);
-    client.subscribe(topic, QoS::AtLeastOnce).unwrap();
-    let received: Received = Arc::new(Mutex::new(Vec::new()));
-    let sink = received.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _client = client;
-        for event in connection.iter() {
-            match event {
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                    let _ = ready_tx.send(());
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    sink.lock()
-                        .unwrap()
-                        .push((p.topic.clone(), p.payload.to_vec()));
-                }
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    received
-}
-
 fn wait_for(what: &str, received: &Received, done: impl Fn(&[(String, Vec<u8>)]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done(&received.lock().unwrap()) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn moving_cat_frames(dir: &std::path::Path, n: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    let cat = image::open(common::sample_images().join("chelsea.png"))
-        .unwrap()
-        .to_rgb8();
-    let cat = resize(&cat, 300, 200, FilterType::Triangle);
-    for i in 0..n {
-        let mut frame = RgbImage::from_pixel(960, 540, Rgb([128, 128, 128]));
-        overlay(&mut frame, &cat, 40 + 25 * i64::from(i), 170);
-        frame.save(dir.join(format!("frame{i:03}.png"))).unwrap();
     }
 }
 
@@ -93,7 +43,7 @@ fn every_message_of_a_run_validates_against_the_schema() {
     let root = common::root();
     let dir = common::scratch("contract-run");
     let frames = dir.join("frames");
-    moving_cat_frames(&frames, 6);
+    common::moving_cat_frames(&frames, 6);
     let (input, run_for) = if common::emulated() {
         ("[320, 192]", 20.0)
     } else {
@@ -113,8 +63,8 @@ fn every_message_of_a_run_validates_against_the_schema() {
     )
     .unwrap();
     let broker = Broker::start("contract-run", BrokerOptions::default());
-    let received = subscribe(broker.port, "lookout/21/#");
-    let discovery = subscribe(broker.port, "homeassistant/#");
+    let received = mosquitto::subscribe(broker.port, "lookout/21/#");
+    let discovery = mosquitto::subscribe(broker.port, "homeassistant/#");
     let started_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -415,7 +365,7 @@ fn the_ros2_bridge_maps_detections_and_lidar_objects_to_vision_msgs() {
 #[test]
 fn lidar_objects_go_to_mqtt_in_the_same_schema() {
     let broker = Broker::start("contract-lidar", BrokerOptions::default());
-    let received = subscribe(broker.port, "lookout/4/#");
+    let received = mosquitto::subscribe(broker.port, "lookout/4/#");
     let out = common::lookout_command()
         .args([
             "lidar",

@@ -7,29 +7,11 @@ mod common;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
 
-use image::imageops::{overlay, resize, FilterType};
-use image::{Rgb, RgbImage};
 use lookout_wire::Body;
 use mosquitto::{Broker, BrokerOptions};
-use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Frames of the sample cat moving right across a grey 960x540 scene.
-fn moving_cat_frames(dir: &std::path::Path, n: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    let cat = image::open(common::sample_images().join("chelsea.png"))
-        .unwrap()
-        .to_rgb8();
-    let cat = resize(&cat, 300, 200, FilterType::Triangle);
-    for i in 0..n {
-        let mut frame = RgbImage::from_pixel(960, 540, Rgb([128, 128, 128]));
-        overlay(&mut frame, &cat, 40 + 25 * i64::from(i), 170);
-        frame.save(dir.join(format!("frame{i:03}.png"))).unwrap();
-    }
-}
 
 fn board_config(dir: &std::path::Path, device_id: u16) -> std::path::PathBuf {
     let path = dir.join("board.toml");
@@ -44,40 +26,20 @@ fn board_config(dir: &std::path::Path, device_id: u16) -> std::path::PathBuf {
     path
 }
 
-type Received = Arc<Mutex<Vec<lookout_wire::Message>>>;
-
-fn subscribe(port: u16, topic: &str) -> Received {
-    let mut o = MqttOptions::new(format!("run-test-{port}"), "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut connection) = Client::new(o, 16);
-    client.subscribe(topic, QoS::AtLeastOnce).unwrap();
-    let received: Received = Arc::new(Mutex::new(Vec::new()));
-    let sink = received.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _client = client;
-        for event in connection.iter() {
-            match event {
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                    let _ = ready_tx.send(());
-                }
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
-                    if let Ok(m) = lookout_wire::decode_message(&p.payload) {
-                        sink.lock().unwrap().push(m);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    received
+/// The lookout-wire messages a subscriber heard (these runs publish postcard payloads; the
+/// convention topics, plain text or JSON, are not lookout-wire and are left out).
+fn decoded(heard: &mosquitto::Heard) -> Vec<lookout_wire::Message> {
+    heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, p)| lookout_wire::decode_message(p).ok())
+        .collect()
 }
 
-fn wait_for(what: &str, received: &Received, done: impl Fn(&[lookout_wire::Message]) -> bool) {
+fn wait_for(what: &str, heard: &mosquitto::Heard, done: impl Fn(&[lookout_wire::Message]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !done(&received.lock().unwrap()) {
+    while !done(&decoded(heard)) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -88,10 +50,10 @@ fn a_moving_cat_gets_one_track_id_and_every_message_reaches_the_broker() {
     common::yolo11n();
     let dir = common::scratch("run-cat");
     let frames = dir.join("frames");
-    moving_cat_frames(&frames, 8);
+    common::moving_cat_frames(&frames, 8);
     let config = board_config(&dir, 12);
     let broker = Broker::start("run", BrokerOptions::default());
-    let received = subscribe(broker.port, "lookout/12/#");
+    let received = mosquitto::subscribe(broker.port, "lookout/12/#");
     let out = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
@@ -140,7 +102,7 @@ fn a_moving_cat_gets_one_track_id_and_every_message_reaches_the_broker() {
         m.iter()
             .any(|m| matches!(&m.body, Body::Status(s) if !s.online))
     });
-    let messages = received.lock().unwrap().clone();
+    let messages = decoded(&received);
     let count = |f: &dyn Fn(&Body) -> bool| messages.iter().filter(|m| f(&m.body)).count();
     assert_eq!(count(&|b| matches!(b, Body::Detections(_))), 8);
     assert!(count(&|b| matches!(b, Body::ClassTable(_))) >= 5);
@@ -172,10 +134,10 @@ fn sigterm_stops_the_run_cleanly_and_publishes_offline() {
     common::yolo11n();
     let dir = common::scratch("run-sigterm");
     let frames = dir.join("frames");
-    moving_cat_frames(&frames, 3);
+    common::moving_cat_frames(&frames, 3);
     let config = board_config(&dir, 13);
     let broker = Broker::start("run-term", BrokerOptions::default());
-    let received = subscribe(broker.port, "lookout/13/status");
+    let received = mosquitto::subscribe(broker.port, "lookout/13/status");
     let mut child = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
@@ -218,7 +180,7 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
     let root = common::root();
     let dir = common::scratch("run-branches");
     let frames = dir.join("frames");
-    moving_cat_frames(&frames, 8);
+    common::moving_cat_frames(&frames, 8);
     // Under qemu a 640x384 inference takes 20-40 s: a smaller input and a longer run there, so
     // that the detector still gets through a few frames.
     let (input, run_for, min_frames) = if common::emulated() {
@@ -241,7 +203,7 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
     )
     .unwrap();
     let broker = Broker::start("run-branches", BrokerOptions::default());
-    let received = subscribe(broker.port, "lookout/14/#");
+    let received = mosquitto::subscribe(broker.port, "lookout/14/#");
     let out = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config)
@@ -313,7 +275,7 @@ fn segmenter_and_lidar_run_beside_the_detector_at_their_own_rates() {
         m.iter()
             .any(|m| matches!(&m.body, Body::Status(s) if !s.online))
     });
-    let messages = received.lock().unwrap().clone();
+    let messages = decoded(&received);
     let count = |f: &dyn Fn(&Body) -> bool| messages.iter().filter(|m| f(&m.body)).count();
     assert_eq!(count(&|b| matches!(b, Body::Mask(_))), masks_sent);
     assert_eq!(count(&|b| matches!(b, Body::LidarObjects(_))), 1);

@@ -121,3 +121,19 @@ pub fn yolo11n_int8() -> PathBuf {
     });
     root().join("models/yolo11n_int8.onnx")
 }
+
+/// Frames of the sample cat moving right across a grey 960x540 scene.
+pub fn moving_cat_frames(dir: &std::path::Path, n: u32) {
+    use image::imageops::{overlay, resize, FilterType};
+    use image::{Rgb, RgbImage};
+    std::fs::create_dir_all(dir).unwrap();
+    let cat = image::open(sample_images().join("chelsea.png"))
+        .unwrap()
+        .to_rgb8();
+    let cat = resize(&cat, 300, 200, FilterType::Triangle);
+    for i in 0..n {
+        let mut frame = RgbImage::from_pixel(960, 540, Rgb([128, 128, 128]));
+        overlay(&mut frame, &cat, 40 + 25 * i64::from(i), 170);
+        frame.save(dir.join(format!("frame{i:03}.png"))).unwrap();
+    }
+}

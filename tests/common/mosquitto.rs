@@ -163,3 +163,41 @@ impl Drop for Broker {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// What a subscriber heard: (topic, payload) in arrival order.
+#[cfg(feature = "mqtt")]
+pub type Heard = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// Subscribes to `topic` on the broker at `port` and records every publish; returns once the
+/// broker acknowledged the subscription.
+#[cfg(feature = "mqtt")]
+pub fn subscribe(port: u16, topic: &str) -> Heard {
+    use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+    let id = format!("test-{port}-{}-{}", std::process::id(), topic.len());
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(o, 64);
+    client.subscribe(topic, QoS::AtLeastOnce).unwrap();
+    let heard: Heard = Default::default();
+    let sink = heard.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    sink.lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    heard
+}
