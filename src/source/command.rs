@@ -71,6 +71,16 @@ fn on_path(program: &str, path: &std::ffi::OsStr) -> bool {
     })
 }
 
+/// Whether `program` names an executable file: a path as given, a bare name on PATH.
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return std::fs::metadata(program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    }
+    on_path(program, &std::env::var_os("PATH").unwrap_or_default())
+}
+
 /// A running program: its stdout, and the tail of its stderr gathered by a thread.
 struct Running {
     child: Child,
@@ -173,6 +183,15 @@ impl CommandSource {
             }
             _ => "check camera.command: the program must exist and be executable",
         };
+        // Checked before spawning: where exec failures are not reported back to the parent
+        // (qemu's user-mode emulation, some container runtimes) a missing program would
+        // otherwise look like one that started and died.
+        if !program_exists(&source.argv[0]) {
+            return Err(SourceError::CommandFailed {
+                program: source.program.clone(),
+                reason: format!("cannot be started (not found or not executable); {fix}"),
+            });
+        }
         source.running = Some(source.spawn().map_err(|e| SourceError::CommandFailed {
             program: source.program.clone(),
             reason: format!("cannot be started ({e}); {fix}"),
