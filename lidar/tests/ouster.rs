@@ -149,7 +149,8 @@ fn live_ouster_on_udp_is_recognised_and_assembled() {
         "127.0.0.1:0".parse().expect("address"),
         SensorSelection::Auto,
         CutAzimuth::FirstPacket,
-        Duration::from_millis(500),
+        // Generous: under an emulator the first packets take longer than a sensor's silence.
+        Duration::from_secs(5),
     )
     .expect("binds")
     .with_ouster_metadata(metadata());
