@@ -357,18 +357,23 @@ mod tests {
     }
 
     #[test]
-    fn fused_nv12_matches_convert_then_letterbox_on_a_photo() {
+    fn fused_nv12_and_i420_match_convert_then_letterbox_on_a_photo() {
         let image = photo();
         // An odd size exercises the last chroma column and row.
         let cropped = image::imageops::crop_imm(&image, 0, 0, 451, 299).to_image();
-        for source in [&image, &cropped] {
-            let frame = rgb_to_nv12_frame(source, 0, 0);
-            for dst in [(640, 640), (640, 384)] {
-                let (max, mean, above_one) = fused_vs_two_step(&frame, dst);
-                assert!(
-                    max <= 12.0 && mean <= 0.3 && above_one < 0.001,
-                    "{dst:?}: max {max} mean {mean} above one level {above_one}"
-                );
+        let formats: [fn(&RgbImage, u64, u64) -> RawFrame; 2] =
+            [rgb_to_nv12_frame, rgb_to_i420_frame];
+        for to_frame in formats {
+            for source in [&image, &cropped] {
+                let frame = to_frame(source, 0, 0);
+                for dst in [(640, 640), (640, 384)] {
+                    let (max, mean, above_one) = fused_vs_two_step(&frame, dst);
+                    assert!(
+                        max <= 12.0 && mean <= 0.3 && above_one < 0.001,
+                        "{:?} {dst:?}: max {max} mean {mean} above one level {above_one}",
+                        frame.format
+                    );
+                }
             }
         }
     }
@@ -379,22 +384,6 @@ mod tests {
         let frame = RawFrame::from_rgb(image, 0, 0);
         let (max, _, _) = fused_vs_two_step(&frame, (640, 640));
         assert!(max < 1e-3, "{max}");
-    }
-
-    #[test]
-    fn fused_i420_matches_convert_then_letterbox_on_a_photo() {
-        let image = photo();
-        let cropped = image::imageops::crop_imm(&image, 0, 0, 451, 299).to_image();
-        for source in [&image, &cropped] {
-            let frame = rgb_to_i420_frame(source, 0, 0);
-            for dst in [(640, 640), (640, 384)] {
-                let (max, mean, above_one) = fused_vs_two_step(&frame, dst);
-                assert!(
-                    max <= 12.0 && mean <= 0.3 && above_one < 0.001,
-                    "{dst:?}: max {max} mean {mean} above one level {above_one}"
-                );
-            }
-        }
     }
 
     #[test]
