@@ -159,15 +159,18 @@ fn live_ouster_on_udp_is_recognised_and_assembled() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender binds");
         for (_, payload) in datagrams(CAPTURE) {
             socket.send_to(&payload, target).expect("send");
-            // The sensor's own pace (~1.6 ms a packet), so the receive buffer never overflows.
-            std::thread::sleep(Duration::from_micros(1500));
+            // Slower than the sensor (~1.6 ms a packet): under an emulator one packet's decode
+            // takes longer than that, the socket's buffer (a dozen 12.6 KB packets) overflows
+            // and the one complete frame of the capture loses packets. What is tested here is
+            // recognition and assembly, not throughput.
+            std::thread::sleep(Duration::from_millis(10));
         }
     });
     // The partial first frame is not handed out by a live source.
-    let frame = source
-        .next_cloud()
-        .expect("a frame")
-        .expect("sockets do not end");
+    let frame = match source.next_cloud() {
+        Ok(frame) => frame.expect("sockets do not end"),
+        Err(e) => panic!("no frame: {e:?}; {:?}", source.stats()),
+    };
     sender.join().expect("sender");
     assert!(frame.complete);
     assert_eq!((frame.points.len(), frame.rings), (58_797, 64));
