@@ -117,6 +117,7 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         &EngineOptions {
             threads: spec.threads,
             precision: spec.precision,
+            ..EngineOptions::default()
         },
     )?;
     let load = t0.elapsed();
@@ -397,7 +398,14 @@ pub fn run_sam(
     reset_peak_rss();
     let t0 = Instant::now();
     let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
-    let mut sam = SamSegmenter::load(&paths, &EngineOptions { threads, precision })?;
+    let mut sam = SamSegmenter::load(
+        &paths,
+        &EngineOptions {
+            threads,
+            precision,
+            ..EngineOptions::default()
+        },
+    )?;
     let model = paths.prefix();
     let load = t0.elapsed();
     let blank = RgbImage::from_pixel(640, 480, image::Rgb([114; 3]));
@@ -446,8 +454,16 @@ pub fn run_lidar(
     use lookout_lidar::synthetic::{street_scene, Scanner};
     reset_peak_rss();
     let t0 = Instant::now();
-    let mut classifier =
-        PointNetClassifier::load(choice, batch, None, &EngineOptions { threads, precision })?;
+    let mut classifier = PointNetClassifier::load(
+        choice,
+        batch,
+        None,
+        &EngineOptions {
+            threads,
+            precision,
+            ..EngineOptions::default()
+        },
+    )?;
     let load = t0.elapsed();
     let scanner = Scanner::vlp16();
     let scans: Vec<_> = (0..4)

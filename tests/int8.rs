@@ -19,6 +19,7 @@ fn load(precision: Precision) -> YoloDetector {
     let options = EngineOptions {
         threads: 2,
         precision,
+        ..EngineOptions::default()
     };
     YoloDetector::load(choice, Some((640, 640)), &options).expect("load yolo11n")
 }
@@ -46,12 +47,9 @@ fn int8_yolo11n_detections_agree_with_fp32_on_sample_photos() {
     assert_eq!(fp32.engine().precision(), Precision::Fp32);
     assert_eq!(int8.engine().precision(), Precision::Int8);
     assert!(int8.model_path().ends_with("yolo11n_int8.onnx"));
-    // The activations really are rounded to uint8 in the graph tract runs...
+    // The convolutions run on integer kernels, on the uint8 activations of the graph...
     let ops = int8.engine().op_histogram();
-    assert!(
-        ops.get("QuantizeLinearU8").copied().unwrap_or(0) > 50,
-        "{ops:?}"
-    );
+    assert!(ops.get("IntegerConv").copied().unwrap_or(0) >= 70, "{ops:?}");
     // ...and the detect head's decoding stayed fp32, so lookout still cuts it off and finishes
     // it in Rust exactly as for the fp32 model.
     assert_eq!(int8.head_layout(), fp32.head_layout());
@@ -98,6 +96,7 @@ fn int8_without_the_quantized_file_names_the_command_that_makes_it() {
     let options = EngineOptions {
         threads: 1,
         precision: Precision::Int8,
+        ..EngineOptions::default()
     };
     let choice = ModelChoice::resolve(fp32.to_str().unwrap());
     let err = YoloDetector::load(choice, Some((320, 320)), &options)
@@ -117,6 +116,7 @@ fn int8_asked_of_a_file_without_quantization_is_refused() {
     let options = EngineOptions {
         threads: 1,
         precision: Precision::Int8,
+        ..EngineOptions::default()
     };
     let err = YoloDetector::load(
         ModelChoice::resolve(fake.to_str().unwrap()),
@@ -150,6 +150,7 @@ fn int8_pointnet_top1_agrees_with_fp32_on_held_out_objects() {
         let options = EngineOptions {
             threads: 1,
             precision,
+            ..EngineOptions::default()
         };
         let mut classifier = PointNetClassifier::load(&choice, objects, None, &options)
             .expect("the committed PointNet loads");
@@ -191,6 +192,7 @@ fn sam(precision: Precision) -> lookout::infer::sam::SamSegmenter {
     let options = EngineOptions {
         threads: 2,
         precision,
+        ..EngineOptions::default()
     };
     SamSegmenter::load(&paths, &options).expect("load the tiny MobileSAM fixture")
 }
@@ -327,6 +329,7 @@ fn int8_mobilesam_without_the_quantized_pair_names_the_command_that_makes_it() {
     let options = EngineOptions {
         threads: 1,
         precision: Precision::Int8,
+        ..EngineOptions::default()
     };
     let err = SamSegmenter::load(&SamModelPaths::from_prefix(&prefix), &options)
         .err()

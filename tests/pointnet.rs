@@ -545,6 +545,7 @@ fn int8_twin_of_the_default_model_agrees_with_fp32_on_the_real_captures() {
             &EngineOptions {
                 threads: 1,
                 precision,
+                ..EngineOptions::default()
             },
         )
         .expect("the committed model and its int8 twin load");

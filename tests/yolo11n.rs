@@ -258,6 +258,7 @@ fn f16_detections_agree_with_fp32() {
         let options = EngineOptions {
             threads: 2,
             precision,
+            ..EngineOptions::default()
         };
         YoloDetector::load(choice.clone(), Some((320, 192)), &options).expect("load yolo11n")
     };

@@ -67,6 +67,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
             &EngineOptions {
                 threads: 1,
                 precision: d.precision.unwrap_or_default(),
+                ..EngineOptions::default()
             },
         ) {
             Ok(mut detector) => {
@@ -127,6 +128,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<bool> {
             let options = EngineOptions {
                 threads: 1,
                 precision,
+                ..EngineOptions::default()
             };
             match SamSegmenter::load(&paths, &options) {
                 Ok(sam) => facts.push(format!(

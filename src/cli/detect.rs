@@ -166,7 +166,11 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
     let mut detector = YoloDetector::load(
         ModelChoice::resolve(model),
         input_size,
-        &EngineOptions { threads, precision },
+        &EngineOptions {
+            threads,
+            precision,
+            ..EngineOptions::default()
+        },
     )?;
     match (&args.names, &cfg.names, &args.config) {
         (Some(p), _, _) => super::classes::apply_names_file(&mut detector, Some(p), "--names")?,
@@ -215,6 +219,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<bool> {
             &EngineOptions {
                 threads,
                 precision: seg_cfg.precision.unwrap_or_default(),
+                ..EngineOptions::default()
             },
         )?;
         let (classes, origin) = match (&o.segment_classes[..], &seg_cfg.classes, &args.config) {

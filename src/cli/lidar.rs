@@ -192,6 +192,7 @@ pub fn run(args: LidarArgs) -> anyhow::Result<bool> {
             &EngineOptions {
                 threads,
                 precision: args.precision,
+                ..EngineOptions::default()
             },
         )?)
     };

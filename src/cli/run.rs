@@ -114,6 +114,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         &EngineOptions {
             threads: d.threads.unwrap_or_default(),
             precision: d.precision.unwrap_or_default(),
+            ..EngineOptions::default()
         },
     )?;
     super::classes::apply_names_file(
@@ -246,6 +247,7 @@ fn segmenter_branch(
         &EngineOptions {
             threads: s.threads.unwrap_or(1),
             precision: s.precision.unwrap_or_default(),
+            ..EngineOptions::default()
         },
     )
     .with_context(|| format!("segmenter.model of {}", args.config.display()))?;

@@ -175,6 +175,7 @@ fn load_model(args: &SegmentArgs) -> anyhow::Result<(SamSegmenter, std::time::Du
     let options = EngineOptions {
         threads: args.threads.unwrap_or_else(default_threads).max(1),
         precision: args.precision,
+        ..EngineOptions::default()
     };
     let sam = SamSegmenter::load(&SamModelPaths::from_prefix(&args.model), &options)?;
     Ok((sam, started.elapsed()))

@@ -3,6 +3,7 @@
 //! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
 pub mod detector;
+pub mod int8;
 pub mod onnx_metadata;
 pub mod pointnet;
 pub mod sam;
@@ -95,6 +96,10 @@ pub struct EngineOptions {
     /// Compute threads for tract's matrix products (1 = single-threaded executor).
     pub threads: usize,
     pub precision: Precision,
+    /// For a quantized model: run its convolutions on integer kernels ([`int8`]). Off, tract
+    /// runs them as it loads them (f32 arithmetic between quantize/dequantize passes), the
+    /// reference the integer path is compared with.
+    pub integer_kernels: bool,
 }
 
 impl Default for EngineOptions {
@@ -102,6 +107,7 @@ impl Default for EngineOptions {
         EngineOptions {
             threads: 1,
             precision: Precision::Fp32,
+            integer_kernels: true,
         }
     }
 }
@@ -179,6 +185,17 @@ impl Engine {
                 f16_pays,
             );
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
+        }
+        if quantized && options.integer_kernels {
+            typed = typed.into_decluttered().map_err(shape_err)?;
+            let rewrite = int8::integer_convolutions(&mut typed).map_err(shape_err)?;
+            log::debug!(
+                "{}: {} convolutions on integer kernels ({}), {} quantizations folded in",
+                path.display(),
+                rewrite.convolutions,
+                rewrite.kernel.as_deref().unwrap_or("none"),
+                rewrite.quantizations_fused
+            );
         }
         let (plan, state) = runnable(typed, options).map_err(shape_err)?;
         // Report what runs: a quantized file given as the model at fp32 still runs int8.

@@ -1,0 +1,546 @@
+//! A quantized 2-D convolution that runs on tract-linalg's integer matrix kernels.
+//!
+//! It takes the uint8 activations a QDQ graph already has in hand (the input of the
+//! `DequantizeLinear` in front of the convolution) and multiplies them by int8 weights packed
+//! once at load, accumulating in int32 on the kernel tract picks for this CPU (SDOT on
+//! Cortex-A76/A55, SMLAL on Cortex-A72, AVX2/AVX-512 on x86). Zero point, scales and bias are
+//! folded into one multiply-add per output channel, applied as the int32 results are read;
+//! when the convolution's only consumer is a `QuantizeLinear`, that quantization is folded in
+//! too and the op hands out uint8. Dequantizing the input, the f32 convolution and quantizing
+//! its output were three passes over every activation; here they are one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, MmmDispatch, Query};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::weights::QuantizedWeights;
+
+/// Where the convolution's window goes over its input (one image, channels first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub channels: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Padding before the first row and column (what is after follows from `output`).
+    pub pad: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+}
+
+impl Geometry {
+    /// Rows of the patch matrix: one per input channel and kernel position.
+    pub fn k(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Columns of the patch matrix: one per output pixel.
+    pub fn n(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// A 1x1 convolution without stride or padding: the input is the patch matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.output == self.input
+    }
+}
+
+/// What the op hands out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Output {
+    /// The convolution's f32 result, as the graph had it.
+    F32,
+    /// The result quantized as the `QuantizeLinear` that followed it: `1 / scale` as tract
+    /// keeps it, and the zero point.
+    U8 { inverse_scale: f32, zero_point: u8 },
+}
+
+/// How the input was quantized: uint8 with this scale and zero point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputQuantization {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+#[derive(Debug)]
+struct Plan {
+    geometry: Geometry,
+    /// The input's zero point after the uint8 -> int8 shift (`x - 128`) the kernels need.
+    zero_point: i8,
+    mmm: Box<dyn MatMatMul>,
+    packing: usize,
+    weights: Box<dyn MMMInputValue>,
+    rows: usize,
+    /// Per output channel: `value = acc * multiplier + offset` (then rounded for uint8).
+    multiplier: Vec<f32>,
+    offset: Vec<f32>,
+    output: Output,
+    output_shape: TVec<usize>,
+}
+
+/// The op. Plans are shared between clones of the model, never changed after load.
+#[derive(Clone)]
+pub struct IntegerConv(Arc<Plan>);
+
+impl IntegerConv {
+    /// Packs `weights` (one row per output channel, `geometry.k()` values each) for the integer
+    /// kernel this CPU runs for this shape. `None` when tract-linalg has no integer kernel here.
+    pub fn new(
+        geometry: Geometry,
+        input: InputQuantization,
+        weights: &QuantizedWeights,
+        bias: &[f32],
+        output: Output,
+        output_shape: &[usize],
+    ) -> TractResult<Option<IntegerConv>> {
+        let rows = weights.scales.len();
+        let (k, n) = (geometry.k(), geometry.n());
+        ensure!(
+            weights.values.len() == rows * k,
+            "weights are not {rows}x{k}"
+        );
+        ensure!(
+            bias.len() == rows,
+            "{} biases for {rows} channels",
+            bias.len()
+        );
+        ensure!(
+            output_shape.iter().product::<usize>() == rows * n,
+            "output shape {output_shape:?} is not {rows} channels of {n} pixels"
+        );
+        let query = Query {
+            allow_extractor: false,
+            ..Query::plain(DatumType::I32, Some(rows), Some(k), Some(n))
+        };
+        let Some((mmm, packing, None)) = MmmDispatch::native().pick(&query) else {
+            return Ok(None);
+        };
+        let a = tensor1(&weights.values).into_shape(&[rows, k])?;
+        let packed = mmm.packings()[packing].0.prepare_one(&a, 1, 0)?;
+        let zero_point = input.zero_point - 128;
+        let mut multiplier = Vec::with_capacity(rows);
+        let mut offset = Vec::with_capacity(rows);
+        for ((&scale, &sum), &b) in weights.scales.iter().zip(&weights.sums).zip(bias) {
+            // sum_k w (x - zp) = acc - zp * sum_k w, with x and zp both shifted by 128.
+            let m = input.scale * scale;
+            let o = b - m * zero_point as f32 * sum as f32;
+            match output {
+                Output::F32 => {
+                    multiplier.push(m);
+                    offset.push(o);
+                }
+                Output::U8 {
+                    inverse_scale,
+                    zero_point,
+                } => {
+                    multiplier.push(m * inverse_scale);
+                    offset.push(o * inverse_scale + zero_point as f32);
+                }
+            }
+        }
+        Ok(Some(IntegerConv(Arc::new(Plan {
+            geometry,
+            zero_point: i8::try_from(zero_point).context("input zero point out of uint8")?,
+            mmm,
+            packing,
+            weights: packed,
+            rows,
+            multiplier,
+            offset,
+            output,
+            output_shape: output_shape.into(),
+        }))))
+    }
+
+    /// The name of the integer kernel the op runs.
+    pub fn kernel(&self) -> &str {
+        self.0.mmm.name()
+    }
+}
+
+impl fmt::Debug for IntegerConv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.0;
+        write!(
+            f,
+            "IntegerConv({}x{} {:?} stride {:?} -> {} channels, {})",
+            p.geometry.kernel[0],
+            p.geometry.kernel[1],
+            p.geometry.input,
+            p.geometry.stride,
+            p.rows,
+            p.mmm.name()
+        )
+    }
+}
+
+impl PartialEq for IntegerConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for IntegerConv {}
+
+impl Op for IntegerConv {
+    fn name(&self) -> StaticName {
+        "IntegerConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{self:?}")])
+    }
+
+    fn as_typed(&self) -> Option<&dyn TypedOp> {
+        Some(self)
+    }
+}
+
+impl EvalOp for IntegerConv {
+    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+        Ok(Some(self.run(&inputs[0])?))
+    }
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        self.run(&inputs[0])
+    }
+}
+
+impl TypedOp for IntegerConv {
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let dt = match self.0.output {
+            Output::F32 => f32::datum_type(),
+            Output::U8 { .. } => u8::datum_type(),
+        };
+        Ok(tvec!(dt.fact(&*self.0.output_shape)))
+    }
+}
+
+impl IntegerConv {
+    fn run(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
+        let p = &*self.0;
+        let g = &p.geometry;
+        let x = input.try_as_plain_ram()?.as_slice::<u8>()?;
+        ensure!(
+            x.len() == g.channels * g.input[0] * g.input[1],
+            "IntegerConv: input of {} values, expected {}x{}x{}",
+            x.len(),
+            g.channels,
+            g.input[0],
+            g.input[1]
+        );
+        let (m, k, n) = (p.rows, g.k(), g.n());
+        let mut patches = unsafe { Tensor::uninitialized::<i8>(&[k, n])? };
+        let cols = unsafe { patches.as_slice_mut_unchecked::<i8>() };
+        if g.is_pointwise() {
+            shift_to_i8(x, cols);
+        } else {
+            im2col(g, x, p.zero_point, cols);
+        }
+        let b = p.mmm.packings()[p.packing].1.prepare_one(&patches, 0, 1)?;
+        let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, n])? };
+        unsafe {
+            let store = p.mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
+            p.mmm.run(
+                m,
+                n,
+                &[
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&*p.weights),
+                        b: AsInputValue::Owned(b),
+                        packing: p.packing,
+                    },
+                    FusedSpec::Store(store),
+                ],
+            )?;
+        }
+        let acc = acc.try_as_plain_ram()?.as_slice::<i32>()?;
+        let rows = acc.chunks_exact(n).zip(p.multiplier.iter().zip(&p.offset));
+        let output = match p.output {
+            Output::F32 => {
+                let mut out = unsafe { Tensor::uninitialized::<f32>(&p.output_shape)? };
+                let values = unsafe { out.as_slice_mut_unchecked::<f32>() };
+                for ((acc, (&mul, &add)), out) in rows.zip(values.chunks_exact_mut(n)) {
+                    for (o, &a) in out.iter_mut().zip(acc) {
+                        *o = a as f32 * mul + add;
+                    }
+                }
+                out
+            }
+            Output::U8 { .. } => {
+                let mut out = unsafe { Tensor::uninitialized::<u8>(&p.output_shape)? };
+                let values = unsafe { out.as_slice_mut_unchecked::<u8>() };
+                for ((acc, (&mul, &add)), out) in rows.zip(values.chunks_exact_mut(n)) {
+                    for (o, &a) in out.iter_mut().zip(acc) {
+                        // `as u8` saturates to 0..=255, the quantizer's clamp.
+                        *o = (a as f32 * mul + add).round_ties_even() as u8;
+                    }
+                }
+                out
+            }
+        };
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+/// uint8 activations as the int8 the kernels multiply: `x - 128`, a flip of the top bit.
+fn shift_to_i8(x: &[u8], out: &mut [i8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v ^ 0x80) as i8;
+    }
+}
+
+/// The patch matrix: row `(c, ky, kx)`, column `(oy, ox)` holds the input under that kernel
+/// tap for that output pixel, shifted to int8; taps that fall in the padding hold the zero
+/// point, which the per-channel offset cancels like any real zero.
+fn im2col(g: &Geometry, x: &[u8], zero_point: i8, cols: &mut [i8]) {
+    let [h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [dh, dw] = g.dilation;
+    let [pt, pl] = g.pad;
+    let [ho, wo] = g.output;
+    let n = ho * wo;
+    let mut rows = cols.chunks_exact_mut(n);
+    for plane in x.chunks_exact(h * w) {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let Some(row) = rows.next() else { return };
+                // Input column of output column ox: ox * sw + shift; the valid ox are those
+                // landing in 0..w.
+                let shift = (kx * dw) as isize - pl as isize;
+                let first = if shift >= 0 { 0 } else { (-shift) as usize }
+                    .div_ceil(sw)
+                    .min(wo);
+                let end = if (w as isize) > shift {
+                    ((w as isize - shift) as usize).div_ceil(sw).min(wo)
+                } else {
+                    0
+                }
+                .max(first);
+                for (oy, out) in row.chunks_exact_mut(wo).enumerate() {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        out.fill(zero_point);
+                        continue;
+                    }
+                    let line = &plane[iy as usize * w..][..w];
+                    out[..first].fill(zero_point);
+                    out[end..].fill(zero_point);
+                    if first == end {
+                        continue;
+                    }
+                    let start = (first as isize * sw as isize + shift) as usize;
+                    if sw == 1 {
+                        shift_to_i8(&line[start..start + end - first], &mut out[first..end]);
+                    } else {
+                        for (o, &v) in out[first..end]
+                            .iter_mut()
+                            .zip(line[start..].iter().step_by(sw))
+                        {
+                            *o = (v ^ 0x80) as i8;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator, so the cases are the same on every machine.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+    }
+
+    /// The convolution as the QDQ graph defines it: dequantized input, dequantized weights,
+    /// f64 sums, bias; then the output quantization.
+    fn reference(
+        g: &Geometry,
+        x: &[u8],
+        q: InputQuantization,
+        w: &QuantizedWeights,
+        bias: &[f32],
+    ) -> Vec<f64> {
+        let [h, wd] = g.input;
+        let [ho, wo] = g.output;
+        let rows = bias.len();
+        let mut out = vec![0f64; rows * ho * wo];
+        for o in 0..rows {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut sum = 0f64;
+                    for c in 0..g.channels {
+                        for ky in 0..g.kernel[0] {
+                            for kx in 0..g.kernel[1] {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                    - g.pad[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                    - g.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = (x[(c * h + iy as usize) * wd + ix as usize] as i32
+                                    - q.zero_point) as f64
+                                    * q.scale as f64;
+                                let k = (c * g.kernel[0] + ky) * g.kernel[1] + kx;
+                                let wv = w.values[o * g.k() + k] as f64 * w.scales[o] as f64;
+                                sum += xv * wv;
+                            }
+                        }
+                    }
+                    out[(o * ho + oy) * wo + ox] = sum + bias[o] as f64;
+                }
+            }
+        }
+        out
+    }
+
+    fn case(g: Geometry, rows: usize, seed: u64) {
+        let mut rng = Lcg(seed);
+        let x: Vec<u8> = (0..g.channels * g.input[0] * g.input[1])
+            .map(|_| rng.next() as u8)
+            .collect();
+        let q = InputQuantization {
+            scale: 0.02,
+            zero_point: (rng.next() % 256) as i32,
+        };
+        let values: Vec<i8> = (0..rows * g.k())
+            .map(|_| (rng.next() % 255) as i8)
+            .collect();
+        let scales: Vec<f32> = (0..rows).map(|o| 0.001 * (1 + o % 5) as f32).collect();
+        let sums = values
+            .chunks(g.k())
+            .map(|r| r.iter().map(|&v| v as i32).sum())
+            .collect();
+        let w = QuantizedWeights {
+            values,
+            scales,
+            sums,
+        };
+        let bias: Vec<f32> = (0..rows).map(|o| o as f32 * 0.25 - 1.0).collect();
+        let want = reference(&g, &x, q, &w, &bias);
+        let shape = [rows, g.output[0], g.output[1]];
+        let input = tensor1(&x)
+            .into_shape(&[g.channels, g.input[0], g.input[1]])
+            .unwrap();
+
+        let op = IntegerConv::new(g, q, &w, &bias, Output::F32, &shape)
+            .unwrap()
+            .expect("an integer kernel");
+        let got = op.run(&input).unwrap().remove(0).into_tensor();
+        assert_eq!(got.shape(), &shape);
+        let got = got
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "f32 output {i}: {g} vs {w}"
+            );
+        }
+
+        let (inverse_scale, zero_point) = (1.0 / 0.05, 100u8);
+        let op = IntegerConv::new(
+            g,
+            q,
+            &w,
+            &bias,
+            Output::U8 {
+                inverse_scale,
+                zero_point,
+            },
+            &shape,
+        )
+        .unwrap()
+        .expect("an integer kernel");
+        let got = op.run(&input).unwrap().remove(0).into_tensor();
+        let got = got
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<u8>()
+            .unwrap()
+            .to_vec();
+        let mut saturated = 0;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let w = ((w * inverse_scale as f64).round() + zero_point as f64).clamp(0.0, 255.0);
+            saturated += usize::from(w == 0.0 || w == 255.0);
+            assert!((*g as f64 - w).abs() <= 1.0, "u8 output {i}: {g} vs {w}");
+        }
+        assert!(
+            saturated < got.len() / 2,
+            "the case saturates: it tests little"
+        );
+    }
+
+    fn geometry(
+        c: usize,
+        input: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    ) -> Geometry {
+        let out = |i: usize| (input[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+        Geometry {
+            channels: c,
+            input,
+            kernel,
+            stride,
+            dilation: [1, 1],
+            pad,
+            output: [out(0), out(1)],
+        }
+    }
+
+    #[test]
+    fn a_3x3_convolution_with_padding_matches_the_qdq_definition() {
+        case(geometry(5, [9, 11], [3, 3], [1, 1], [1, 1]), 13, 1);
+    }
+
+    #[test]
+    fn a_strided_convolution_matches_the_qdq_definition() {
+        case(geometry(4, [12, 10], [3, 3], [2, 2], [1, 1]), 16, 2);
+        case(geometry(3, [8, 8], [3, 3], [2, 2], [0, 0]), 9, 3);
+    }
+
+    #[test]
+    fn a_pointwise_convolution_matches_the_qdq_definition() {
+        case(geometry(32, [7, 6], [1, 1], [1, 1], [0, 0]), 24, 4);
+    }
+
+    #[test]
+    fn a_dilated_wide_kernel_matches_the_qdq_definition() {
+        let mut g = geometry(2, [10, 10], [5, 5], [1, 1], [4, 4]);
+        g.dilation = [2, 2];
+        g.output = [10, 10];
+        case(g, 3, 5);
+    }
+}
