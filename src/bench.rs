@@ -36,6 +36,8 @@ pub struct BenchSpec {
     /// camera of this format and size.
     pub pipeline_frames: usize,
     pub camera: (PixelFormat, u32, u32),
+    /// A quantized model's convolutions on integer kernels (see `EngineOptions`).
+    pub integer_kernels: bool,
 }
 
 /// Results for one configuration.
@@ -117,7 +119,7 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
         &EngineOptions {
             threads: spec.threads,
             precision: spec.precision,
-            ..EngineOptions::default()
+            integer_kernels: spec.integer_kernels,
         },
     )?;
     let load = t0.elapsed();

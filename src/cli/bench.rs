@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// the config's, else fp32].
     #[arg(long, value_delimiter = ',', value_parser = Precision::parse)]
     pub precision: Vec<Precision>,
+    /// How a quantized YOLO model's convolutions run: `integer` (tract-linalg's int8 kernels,
+    /// the default) or `tract` (as tract loads a QDQ file: f32 convolutions between
+    /// quantize/dequantize passes), to compare the two in one run.
+    #[arg(long, default_value = "integer", value_parser = ["integer", "tract"])]
+    pub int8_kernels: String,
     /// Timed iterations per configuration.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
@@ -337,6 +342,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     duration,
                     pipeline_frames: args.pipeline_frames,
                     camera: (format, cam_w, cam_h),
+                    integer_kernels: args.int8_kernels == "integer",
                 };
                 let report = bench_one(&spec, &frames)?;
                 if args.json {

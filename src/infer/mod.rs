@@ -63,9 +63,8 @@ pub enum Precision {
     /// Cortex-A76, Jetson Orin's A78AE); elsewhere tract emulates it, slowly.
     F16,
     /// A quantized model file (QuantizeLinear/DequantizeLinear, made by `quantize/int8`),
-    /// loaded in place of the fp32 one. tract 0.23 folds the weights' dequantization into
-    /// constants and runs the convolutions in f32 on int8-rounded values: int8 accuracy, not
-    /// int8 speed (quantize/README.md has the measurements).
+    /// loaded in place of the fp32 one. Its convolutions run on tract-linalg's int8 kernels
+    /// ([`int8`]); what else it quantizes runs as tract loads it.
     Int8,
 }
 
@@ -402,6 +401,8 @@ impl Engine {
                 for k in &mm.mmm {
                     *kernels.entry(k.name().to_string()).or_insert(0) += 1;
                 }
+            } else if let Some(conv) = node.op_as::<int8::IntegerConv>() {
+                *kernels.entry(conv.kernel().to_string()).or_insert(0) += 1;
             }
         }
         kernels

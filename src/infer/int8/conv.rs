@@ -12,7 +12,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, MmmDispatch, Query};
+use tract_linalg::mmm::{
+    AsInputValue, EagerPackedInput, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
+    MmmDispatch, PackedExoticFact, Query,
+};
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
@@ -244,15 +248,8 @@ impl IntegerConv {
             g.input[0],
             g.input[1]
         );
-        let (m, k, n) = (p.rows, g.k(), g.n());
-        let mut patches = unsafe { Tensor::uninitialized::<i8>(&[k, n])? };
-        let cols = unsafe { patches.as_slice_mut_unchecked::<i8>() };
-        if g.is_pointwise() {
-            shift_to_i8(x, cols);
-        } else {
-            im2col(g, x, p.zero_point, cols);
-        }
-        let b = p.mmm.packings()[p.packing].1.prepare_one(&patches, 0, 1)?;
+        let (m, n) = (p.rows, g.n());
+        let b = pack_patches(&p.mmm.packings()[p.packing].1, g, p.zero_point, x)?;
         let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, n])? };
         unsafe {
             let store = p.mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
@@ -270,31 +267,43 @@ impl IntegerConv {
             )?;
         }
         let acc = acc.try_as_plain_ram()?.as_slice::<i32>()?;
-        let rows = acc.chunks_exact(n).zip(p.multiplier.iter().zip(&p.offset));
         let output = match p.output {
             Output::F32 => {
                 let mut out = unsafe { Tensor::uninitialized::<f32>(&p.output_shape)? };
                 let values = unsafe { out.as_slice_mut_unchecked::<f32>() };
-                for ((acc, (&mul, &add)), out) in rows.zip(values.chunks_exact_mut(n)) {
-                    for (o, &a) in out.iter_mut().zip(acc) {
-                        *o = a as f32 * mul + add;
-                    }
-                }
+                scale_rows(acc, n, &p.multiplier, &p.offset, values);
                 out
             }
             Output::U8 { .. } => {
                 let mut out = unsafe { Tensor::uninitialized::<u8>(&p.output_shape)? };
                 let values = unsafe { out.as_slice_mut_unchecked::<u8>() };
-                for ((acc, (&mul, &add)), out) in rows.zip(values.chunks_exact_mut(n)) {
-                    for (o, &a) in out.iter_mut().zip(acc) {
-                        // `as u8` saturates to 0..=255, the quantizer's clamp.
-                        *o = (a as f32 * mul + add).round_ties_even() as u8;
-                    }
-                }
+                quantize_rows(acc, n, &p.multiplier, &p.offset, values);
                 out
             }
         };
         Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+/// `out = acc * multiplier + offset`, per output channel (row of `n` pixels).
+#[inline(never)]
+fn scale_rows(acc: &[i32], n: usize, multiplier: &[f32], offset: &[f32], out: &mut [f32]) {
+    let rows = acc.chunks_exact(n).zip(out.chunks_exact_mut(n));
+    for ((acc, out), (&mul, &add)) in rows.zip(multiplier.iter().zip(offset)) {
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = a as f32 * mul + add;
+        }
+    }
+}
+
+/// The same, rounded half to even and clamped to uint8 as `QuantizeLinear` does.
+#[inline(never)]
+fn quantize_rows(acc: &[i32], n: usize, multiplier: &[f32], offset: &[f32], out: &mut [u8]) {
+    let rows = acc.chunks_exact(n).zip(out.chunks_exact_mut(n));
+    for ((acc, out), (&mul, &add)) in rows.zip(multiplier.iter().zip(offset)) {
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = ((a as f32 * mul + add).round_ties_even() as i32).clamp(0, 255) as u8;
+        }
     }
 }
 
@@ -305,61 +314,168 @@ fn shift_to_i8(x: &[u8], out: &mut [i8]) {
     }
 }
 
-/// The patch matrix: row `(c, ky, kx)`, column `(oy, ox)` holds the input under that kernel
-/// tap for that output pixel, shifted to int8; taps that fall in the padding hold the zero
-/// point, which the per-channel offset cancels like any real zero.
+/// The patch matrix, plain: row `(c, ky, kx)` of [`patch_row`] after row.
 fn im2col(g: &Geometry, x: &[u8], zero_point: i8, cols: &mut [i8]) {
+    for (kk, row) in cols.chunks_exact_mut(g.n()).enumerate() {
+        patch_row(g, x, kk, zero_point, row);
+    }
+}
+
+/// Row `kk = (c, ky, kx)` of the patch matrix: for each output pixel `(oy, ox)`, the input
+/// under that kernel tap, shifted to int8; taps that fall in the padding hold the zero point,
+/// which the per-channel offset cancels like any real zero.
+fn patch_row(g: &Geometry, x: &[u8], kk: usize, zero_point: i8, row: &mut [i8]) {
     let [h, w] = g.input;
     let [kh, kw] = g.kernel;
     let [sh, sw] = g.stride;
     let [dh, dw] = g.dilation;
     let [pt, pl] = g.pad;
-    let [ho, wo] = g.output;
-    let n = ho * wo;
-    let mut rows = cols.chunks_exact_mut(n);
-    for plane in x.chunks_exact(h * w) {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let Some(row) = rows.next() else { return };
-                // Input column of output column ox: ox * sw + shift; the valid ox are those
-                // landing in 0..w.
-                let shift = (kx * dw) as isize - pl as isize;
-                let first = if shift >= 0 { 0 } else { (-shift) as usize }
-                    .div_ceil(sw)
-                    .min(wo);
-                let end = if (w as isize) > shift {
-                    ((w as isize - shift) as usize).div_ceil(sw).min(wo)
-                } else {
-                    0
+    let wo = g.output[1];
+    let (c, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
+    let plane = &x[c * h * w..][..h * w];
+    if g.is_pointwise() {
+        shift_to_i8(plane, row);
+        return;
+    }
+    // Input column of output column ox: ox * sw + shift; the valid ox land in 0..w.
+    let shift = (kx * dw) as isize - pl as isize;
+    let first = if shift >= 0 { 0 } else { (-shift) as usize }
+        .div_ceil(sw)
+        .min(wo);
+    let end = if (w as isize) > shift {
+        ((w as isize - shift) as usize).div_ceil(sw).min(wo)
+    } else {
+        0
+    }
+    .max(first);
+    for (oy, out) in row.chunks_exact_mut(wo).enumerate() {
+        let iy = (oy * sh + ky * dh) as isize - pt as isize;
+        if iy < 0 || iy >= h as isize {
+            out.fill(zero_point);
+            continue;
+        }
+        let line = &plane[iy as usize * w..][..w];
+        out[..first].fill(zero_point);
+        out[end..].fill(zero_point);
+        if first == end {
+            continue;
+        }
+        let start = (first as isize * sw as isize + shift) as usize;
+        if sw == 1 {
+            shift_to_i8(&line[start..start + end - first], &mut out[first..end]);
+        } else {
+            for (o, &v) in out[first..end]
+                .iter_mut()
+                .zip(line[start..].iter().step_by(sw))
+            {
+                *o = (v ^ 0x80) as i8;
+            }
+        }
+    }
+}
+
+/// How the kernel reads its patch matrix: panels of `r` output pixels, `panel_len` bytes
+/// apart; in a panel, either each tap's `r` values in a row (`PackedFormat`), or four taps'
+/// values for one pixel side by side (`PackedI8K4`, for the dot-product instructions).
+struct PanelLayout {
+    r: usize,
+    panel_len: usize,
+    align: usize,
+    four_taps: bool,
+}
+
+impl PanelLayout {
+    fn of(format: &dyn MMMInputFormat, k: usize) -> Option<PanelLayout> {
+        if let Some(f) = format.downcast_ref::<PackedFormat>() {
+            (f.dt.unquantized() == i8::datum_type()).then(|| PanelLayout {
+                r: f.r,
+                panel_len: f.single_panel_len(k),
+                align: f.alignment(),
+                four_taps: false,
+            })
+        } else {
+            format.downcast_ref::<PackedI8K4>().map(|f| PanelLayout {
+                r: f.r,
+                panel_len: f.single_panel_len(k),
+                align: f.alignment(),
+                four_taps: true,
+            })
+        }
+    }
+}
+
+/// The patch matrix written straight into the kernel's packed layout, a few rows at a time:
+/// no full-size plain matrix, no second pass to pack it. Formats not known here go through
+/// the plain matrix and tract-linalg's packer. (Not inlined: profiles show it by name.)
+#[inline(never)]
+fn pack_patches(
+    format: &Box<dyn MMMInputFormat>,
+    g: &Geometry,
+    zero_point: i8,
+    x: &[u8],
+) -> TractResult<Box<dyn MMMInputValue>> {
+    let (k, n) = (g.k(), g.n());
+    let Some(layout) = PanelLayout::of(&**format, k) else {
+        let mut patches = unsafe { Tensor::uninitialized::<i8>(&[k, n])? };
+        im2col(g, x, zero_point, unsafe {
+            patches.as_slice_mut_unchecked::<i8>()
+        });
+        return format.prepare_one(&patches, 0, 1);
+    };
+    let r = layout.r;
+    let panels = n.div_ceil(r);
+    let mut blob = unsafe { Blob::new_for_size_and_align(panels * layout.panel_len, layout.align) };
+    let dst = blob.as_bytes_mut();
+    // The last panel's lanes past `n` and the taps past `k` (dot-product layout) must be
+    // finite numbers; zeros.
+    dst.fill(0);
+    let taps = if layout.four_taps { 4 } else { 1 };
+    let mut rows = vec![0i8; taps * n];
+    for first in (0..k).step_by(taps) {
+        let count = taps.min(k - first);
+        for (i, row) in rows.chunks_exact_mut(n).take(count).enumerate() {
+            patch_row(g, x, first + i, zero_point, row);
+        }
+        rows[count * n..].fill(0);
+        if layout.four_taps {
+            let (r0, rest) = rows.split_at(n);
+            let (r1, rest) = rest.split_at(n);
+            let (r2, r3) = rest.split_at(n);
+            let block = (first / 4) * r * 4;
+            for (panel, out) in dst.chunks_exact_mut(layout.panel_len).enumerate() {
+                let lanes = r.min(n - panel * r);
+                let out = &mut out[block..block + 4 * lanes];
+                let at = panel * r;
+                for (j, quad) in out.chunks_exact_mut(4).enumerate() {
+                    quad.copy_from_slice(&[
+                        r0[at + j] as u8,
+                        r1[at + j] as u8,
+                        r2[at + j] as u8,
+                        r3[at + j] as u8,
+                    ]);
                 }
-                .max(first);
-                for (oy, out) in row.chunks_exact_mut(wo).enumerate() {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    if iy < 0 || iy >= h as isize {
-                        out.fill(zero_point);
-                        continue;
-                    }
-                    let line = &plane[iy as usize * w..][..w];
-                    out[..first].fill(zero_point);
-                    out[end..].fill(zero_point);
-                    if first == end {
-                        continue;
-                    }
-                    let start = (first as isize * sw as isize + shift) as usize;
-                    if sw == 1 {
-                        shift_to_i8(&line[start..start + end - first], &mut out[first..end]);
-                    } else {
-                        for (o, &v) in out[first..end]
-                            .iter_mut()
-                            .zip(line[start..].iter().step_by(sw))
-                        {
-                            *o = (v ^ 0x80) as i8;
-                        }
-                    }
+            }
+        } else {
+            let row = &rows[..n];
+            for (panel, out) in dst.chunks_exact_mut(layout.panel_len).enumerate() {
+                let lanes = r.min(n - panel * r);
+                let src = &row[panel * r..panel * r + lanes];
+                for (o, &v) in out[first * r..first * r + lanes].iter_mut().zip(src) {
+                    *o = v as u8;
                 }
             }
         }
     }
+    Ok(Box::new(EagerPackedInput {
+        fact: PackedExoticFact {
+            format: format.clone(),
+            mn: n.to_dim(),
+            k,
+        },
+        packed: Arc::new(blob),
+        panel_bytes: layout.panel_len,
+        mn: n,
+    }))
 }
 
 #[cfg(test)]
@@ -517,6 +633,62 @@ mod tests {
             dilation: [1, 1],
             pad,
             output: [out(0), out(1)],
+        }
+    }
+
+    /// Both packed layouts the kernels read (whatever this CPU runs), written directly,
+    /// against tract-linalg's own packer over the plain patch matrix.
+    #[test]
+    fn patches_are_packed_as_tract_linalg_packs_them() {
+        let formats: [Box<dyn MMMInputFormat>; 3] = [
+            Box::new(PackedFormat::new(DatumType::I8, 8, 16)),
+            Box::new(PackedFormat::new(DatumType::I8, 4, 16)),
+            Box::new(PackedI8K4::new(8)),
+        ];
+        let mut rng = Lcg(9);
+        for g in [
+            geometry(3, [9, 7], [3, 3], [2, 2], [1, 1]),
+            geometry(6, [5, 6], [1, 1], [1, 1], [0, 0]),
+            geometry(5, [10, 10], [3, 3], [1, 1], [1, 1]),
+        ] {
+            let x: Vec<u8> = (0..g.channels * g.input[0] * g.input[1])
+                .map(|_| rng.next() as u8)
+                .collect();
+            let (k, n) = (g.k(), g.n());
+            let mut plain = Tensor::zero::<i8>(&[k, n]).unwrap();
+            im2col(&g, &x, -7, unsafe { plain.as_slice_mut_unchecked::<i8>() });
+            for format in &formats {
+                let want = format.prepare_one(&plain, 0, 1).unwrap();
+                let got = pack_patches(format, &g, -7, &x).unwrap();
+                let (want, got) = (
+                    want.downcast_ref::<EagerPackedInput>().unwrap(),
+                    got.downcast_ref::<EagerPackedInput>().unwrap(),
+                );
+                assert_eq!(
+                    (got.panel_bytes, got.mn, got.k()),
+                    (want.panel_bytes, want.mn, want.k())
+                );
+                let r = format.r();
+                let four = format.k_alignment() == 4;
+                for panel in 0..n.div_ceil(r) {
+                    for kk in 0..k {
+                        for j in 0..r.min(n - panel * r) {
+                            let at = panel * want.panel_bytes
+                                + if four {
+                                    (kk / 4) * r * 4 + j * 4 + kk % 4
+                                } else {
+                                    kk * r + j
+                                };
+                            assert_eq!(
+                                got.packed[at],
+                                want.packed[at],
+                                "{format} {g:?}: tap {kk}, pixel {}",
+                                panel * r + j
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
