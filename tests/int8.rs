@@ -299,9 +299,14 @@ fn int8_mobilesam_masks_agree_with_fp32_on_sample_photos() {
     assert_eq!(int8.decoder_precision(), Precision::Fp32);
     assert_eq!(int8.precision_label(), "int8/fp32");
     let ops = int8.encoder_engine().op_histogram();
+    let quantized = ["QuantizeLinearU8", "QuantizeU8"]
+        .iter()
+        .map(|op| ops.get(*op).copied().unwrap_or(0))
+        .sum::<usize>();
     assert!(
-        ops.get("QuantizeLinearU8").copied().unwrap_or(0) >= 20,
-        "the int8 encoder's activations are rounded to uint8 in the graph tract runs: {ops:?}"
+        quantized >= 20 && ops.contains_key("IntegerConv"),
+        "the int8 encoder's activations are rounded to uint8 and its convolutions run on \
+         integer kernels in the graph tract runs: {ops:?}"
     );
 
     let (mut ious, mut worst_corr, mut worst_embedding) = (Vec::new(), 1.0f64, 0.0f64);

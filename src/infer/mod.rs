@@ -189,11 +189,12 @@ impl Engine {
             typed = typed.into_decluttered().map_err(shape_err)?;
             let rewrite = int8::integer_convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
-                "{}: {} convolutions on integer kernels ({}), {} quantizations folded in",
+                "{}: {} convolutions on integer kernels ({}), {} quantizations folded in, {} vectorised",
                 path.display(),
                 rewrite.convolutions,
                 rewrite.kernel.as_deref().unwrap_or("none"),
-                rewrite.quantizations_fused
+                rewrite.quantizations_fused,
+                rewrite.quantizations
             );
         }
         let (plan, state) = runnable(typed, options).map_err(shape_err)?;

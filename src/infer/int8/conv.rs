@@ -47,14 +47,6 @@ impl Geometry {
     pub fn n(&self) -> usize {
         self.output[0] * self.output[1]
     }
-
-    /// A 1x1 convolution without stride or padding: the input is the patch matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kernel == [1, 1]
-            && self.stride == [1, 1]
-            && self.pad == [0, 0]
-            && self.output == self.input
-    }
 }
 
 /// What the op hands out.
@@ -314,63 +306,92 @@ fn shift_to_i8(x: &[u8], out: &mut [i8]) {
     }
 }
 
-/// The patch matrix, plain: row `(c, ky, kx)` of [`patch_row`] after row.
-fn im2col(g: &Geometry, x: &[u8], zero_point: i8, cols: &mut [i8]) {
-    for (kk, row) in cols.chunks_exact_mut(g.n()).enumerate() {
-        patch_row(g, x, kk, zero_point, row);
+/// The input shifted to int8 with its padding made real: every plane grown to the rows and
+/// columns the kernel's taps reach, the zero point around the image. With it, a patch-matrix
+/// row is a plain copy (stride 1) or gather (stride 2) of the output's height in lines, with
+/// no bounds to test per pixel.
+struct Padded {
+    values: Vec<i8>,
+    /// Rows and columns of one padded plane.
+    height: usize,
+    width: usize,
+}
+
+impl Padded {
+    #[inline(never)]
+    fn new(g: &Geometry, x: &[u8], zero_point: i8) -> Padded {
+        let [h, w] = g.input;
+        let height = (g.output[0] - 1) * g.stride[0] + (g.kernel[0] - 1) * g.dilation[0] + 1;
+        let width = (g.output[1] - 1) * g.stride[1] + (g.kernel[1] - 1) * g.dilation[1] + 1;
+        let [pt, pl] = g.pad;
+        let mut values = vec![zero_point; g.channels * height * width];
+        // Input columns inside the padded width.
+        let (x0, x1) = (pl.min(width), (pl + w).min(width));
+        for (plane, padded) in x
+            .chunks_exact(h * w)
+            .zip(values.chunks_exact_mut(height * width))
+        {
+            for (iy, line) in plane.chunks_exact(w).enumerate() {
+                let py = iy + pt;
+                if py >= height {
+                    break;
+                }
+                let out = &mut padded[py * width..][x0..x1];
+                shift_to_i8(&line[..x1 - x0], out);
+            }
+        }
+        Padded {
+            values,
+            height,
+            width,
+        }
+    }
+
+    /// Row `kk = (c, ky, kx)` of the patch matrix: for each output pixel `(oy, ox)` the
+    /// value under that tap. A 1x1 convolution's rows are the planes themselves; other rows
+    /// are made in `buffer`.
+    fn row<'a>(&'a self, g: &Geometry, kk: usize, buffer: &'a mut [i8]) -> &'a [i8] {
+        let [kh, kw] = g.kernel;
+        let [ho, wo] = g.output;
+        let (c, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
+        let plane = &self.values[c * self.height * self.width..][..self.height * self.width];
+        if self.width == wo && self.height == ho && g.kernel == [1, 1] {
+            return plane;
+        }
+        let [sh, sw] = g.stride;
+        for (oy, out) in buffer.chunks_exact_mut(wo).enumerate() {
+            let line = &plane[(oy * sh + ky * g.dilation[0]) * self.width + kx * g.dilation[1]..];
+            match sw {
+                1 => out.copy_from_slice(&line[..wo]),
+                2 => {
+                    let pairs = line.chunks_exact(2);
+                    let tail = out.len() - out.len().min(pairs.len());
+                    let (body, last) = out.split_at_mut(out.len() - tail);
+                    for (o, pair) in body.iter_mut().zip(pairs) {
+                        *o = pair[0];
+                    }
+                    if let Some(o) = last.first_mut() {
+                        *o = line[2 * body.len()];
+                    }
+                }
+                _ => {
+                    for (o, &v) in out.iter_mut().zip(line.iter().step_by(sw)) {
+                        *o = v;
+                    }
+                }
+            }
+        }
+        buffer
     }
 }
 
-/// Row `kk = (c, ky, kx)` of the patch matrix: for each output pixel `(oy, ox)`, the input
-/// under that kernel tap, shifted to int8; taps that fall in the padding hold the zero point,
-/// which the per-channel offset cancels like any real zero.
-fn patch_row(g: &Geometry, x: &[u8], kk: usize, zero_point: i8, row: &mut [i8]) {
-    let [h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.stride;
-    let [dh, dw] = g.dilation;
-    let [pt, pl] = g.pad;
-    let wo = g.output[1];
-    let (c, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
-    let plane = &x[c * h * w..][..h * w];
-    if g.is_pointwise() {
-        shift_to_i8(plane, row);
-        return;
-    }
-    // Input column of output column ox: ox * sw + shift; the valid ox land in 0..w.
-    let shift = (kx * dw) as isize - pl as isize;
-    let first = if shift >= 0 { 0 } else { (-shift) as usize }
-        .div_ceil(sw)
-        .min(wo);
-    let end = if (w as isize) > shift {
-        ((w as isize - shift) as usize).div_ceil(sw).min(wo)
-    } else {
-        0
-    }
-    .max(first);
-    for (oy, out) in row.chunks_exact_mut(wo).enumerate() {
-        let iy = (oy * sh + ky * dh) as isize - pt as isize;
-        if iy < 0 || iy >= h as isize {
-            out.fill(zero_point);
-            continue;
-        }
-        let line = &plane[iy as usize * w..][..w];
-        out[..first].fill(zero_point);
-        out[end..].fill(zero_point);
-        if first == end {
-            continue;
-        }
-        let start = (first as isize * sw as isize + shift) as usize;
-        if sw == 1 {
-            shift_to_i8(&line[start..start + end - first], &mut out[first..end]);
-        } else {
-            for (o, &v) in out[first..end]
-                .iter_mut()
-                .zip(line[start..].iter().step_by(sw))
-            {
-                *o = (v ^ 0x80) as i8;
-            }
-        }
+/// The patch matrix, plain (k rows of n pixels): what tract-linalg packs for formats not known
+/// here, and the tests' reference.
+fn im2col(g: &Geometry, x: &[u8], zero_point: i8, cols: &mut [i8]) {
+    let padded = Padded::new(g, x, zero_point);
+    let mut buffer = vec![0i8; g.n()];
+    for (kk, out) in cols.chunks_exact_mut(g.n()).enumerate() {
+        out.copy_from_slice(padded.row(g, kk, &mut buffer));
     }
 }
 
@@ -422,47 +443,32 @@ fn pack_patches(
         });
         return format.prepare_one(&patches, 0, 1);
     };
+    let padded = Padded::new(g, x, zero_point);
     let r = layout.r;
     let panels = n.div_ceil(r);
     let mut blob = unsafe { Blob::new_for_size_and_align(panels * layout.panel_len, layout.align) };
     let dst = blob.as_bytes_mut();
     // The last panel's lanes past `n` and the taps past `k` (dot-product layout) must be
-    // finite numbers; zeros.
+    // finite numbers: zeros.
     dst.fill(0);
-    let taps = if layout.four_taps { 4 } else { 1 };
-    let mut rows = vec![0i8; taps * n];
-    for first in (0..k).step_by(taps) {
-        let count = taps.min(k - first);
-        for (i, row) in rows.chunks_exact_mut(n).take(count).enumerate() {
-            patch_row(g, x, first + i, zero_point, row);
-        }
-        rows[count * n..].fill(0);
-        if layout.four_taps {
-            let (r0, rest) = rows.split_at(n);
-            let (r1, rest) = rest.split_at(n);
-            let (r2, r3) = rest.split_at(n);
-            let block = (first / 4) * r * 4;
-            for (panel, out) in dst.chunks_exact_mut(layout.panel_len).enumerate() {
-                let lanes = r.min(n - panel * r);
-                let out = &mut out[block..block + 4 * lanes];
-                let at = panel * r;
-                for (j, quad) in out.chunks_exact_mut(4).enumerate() {
-                    quad.copy_from_slice(&[
-                        r0[at + j] as u8,
-                        r1[at + j] as u8,
-                        r2[at + j] as u8,
-                        r3[at + j] as u8,
-                    ]);
-                }
+    let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut i8, dst.len()) };
+    let zeros = vec![0i8; n];
+    if layout.four_taps {
+        let mut buffers = vec![0i8; 4 * n];
+        for first in (0..k).step_by(4) {
+            let mut rows: [&[i8]; 4] = [&zeros; 4];
+            for (i, buffer) in buffers.chunks_exact_mut(n).enumerate().take(k - first) {
+                rows[i] = padded.row(g, first + i, buffer);
             }
-        } else {
-            let row = &rows[..n];
+            interleave_four(rows, dst, layout.panel_len, (first / 4) * r * 4, r);
+        }
+    } else {
+        let mut buffer = vec![0i8; n];
+        for kk in 0..k {
+            let row = padded.row(g, kk, &mut buffer);
             for (panel, out) in dst.chunks_exact_mut(layout.panel_len).enumerate() {
-                let lanes = r.min(n - panel * r);
-                let src = &row[panel * r..panel * r + lanes];
-                for (o, &v) in out[first * r..first * r + lanes].iter_mut().zip(src) {
-                    *o = v as u8;
-                }
+                let src = &row[panel * r..(panel * r + r).min(n)];
+                out[kk * r..kk * r + src.len()].copy_from_slice(src);
             }
         }
     }
@@ -476,6 +482,70 @@ fn pack_patches(
         panel_bytes: layout.panel_len,
         mn: n,
     }))
+}
+
+/// Four patch rows into the dot-product layout: in each panel, at `offset`, pixel `j`'s four
+/// values side by side (`[r0[j], r1[j], r2[j], r3[j]]`) for `j` in the panel's `r` pixels.
+fn interleave_four(rows: [&[i8]; 4], dst: &mut [i8], panel_len: usize, offset: usize, r: usize) {
+    let n = rows[0].len();
+    #[cfg(target_arch = "aarch64")]
+    let done = if r == 8 {
+        neon::interleave_four_8(rows, dst, panel_len, offset)
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = 0;
+    for at in done..n {
+        let (panel, j) = (at / r, at % r);
+        let o = panel * panel_len + offset + j * 4;
+        for (t, row) in rows.iter().enumerate() {
+            dst[o + t] = row[at];
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    /// [`super::interleave_four`] for 8-pixel panels, two panels (16 pixels) per step: two
+    /// byte zips and two half-word zips make the 4x16 transpose. Returns the pixels done (a
+    /// multiple of 16); the caller finishes the rest.
+    pub fn interleave_four_8(
+        rows: [&[i8]; 4],
+        dst: &mut [i8],
+        panel_len: usize,
+        offset: usize,
+    ) -> usize {
+        let n = rows[0].len();
+        let steps = n / 16;
+        assert!(rows.iter().all(|r| r.len() == n));
+        assert!(steps == 0 || (2 * steps - 1) * panel_len + offset + 32 <= dst.len());
+        for step in 0..steps {
+            let at = step * 16;
+            // SAFETY: NEON is part of every aarch64 CPU; the loads read rows[t][at..at + 16]
+            // (at + 16 <= n), the stores write 32 bytes at panels 2*step and 2*step + 1 from
+            // `offset`, inside `dst` by the assertion above.
+            unsafe {
+                let a = vld1q_s8(rows[0].as_ptr().add(at));
+                let b = vld1q_s8(rows[1].as_ptr().add(at));
+                let c = vld1q_s8(rows[2].as_ptr().add(at));
+                let d = vld1q_s8(rows[3].as_ptr().add(at));
+                let ab_lo = vreinterpretq_s16_s8(vzip1q_s8(a, b));
+                let ab_hi = vreinterpretq_s16_s8(vzip2q_s8(a, b));
+                let cd_lo = vreinterpretq_s16_s8(vzip1q_s8(c, d));
+                let cd_hi = vreinterpretq_s16_s8(vzip2q_s8(c, d));
+                let p0 = dst.as_mut_ptr().add(2 * step * panel_len + offset);
+                vst1q_s8(p0, vreinterpretq_s8_s16(vzip1q_s16(ab_lo, cd_lo)));
+                vst1q_s8(p0.add(16), vreinterpretq_s8_s16(vzip2q_s16(ab_lo, cd_lo)));
+                let p1 = p0.add(panel_len);
+                vst1q_s8(p1, vreinterpretq_s8_s16(vzip1q_s16(ab_hi, cd_hi)));
+                vst1q_s8(p1.add(16), vreinterpretq_s8_s16(vzip2q_s16(ab_hi, cd_hi)));
+            }
+        }
+        steps * 16
+    }
 }
 
 #[cfg(test)]

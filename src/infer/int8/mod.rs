@@ -10,9 +10,11 @@
 //! is left as it was.
 
 mod conv;
+mod quantize;
 mod weights;
 
 pub use conv::{Geometry, InputQuantization, IntegerConv, Output};
+pub use quantize::QuantizeU8;
 pub use weights::{recover as recover_weights, QuantizedWeights};
 
 use tract_onnx::tract_core::internal::*;
@@ -33,6 +35,8 @@ pub struct Rewrite {
     pub quantizations_fused: usize,
     /// The integer kernel tract-linalg picked (the one of the first convolution).
     pub kernel: Option<String>,
+    /// Other `QuantizeLinear`s, now [`QuantizeU8`].
+    pub quantizations: usize,
 }
 
 /// A convolution found in the graph, with what the integer op needs.
@@ -101,6 +105,27 @@ pub fn integer_convolutions(model: &mut TypedModel) -> TractResult<Rewrite> {
         patch.apply(model)?;
         rewrite.convolutions += 1;
         rewrite.quantizations_fused += usize::from(replaced != found.last);
+    }
+    if rewrite.convolutions > 0 {
+        for id in model.eval_order()? {
+            let node = model.node(id);
+            let Some(q) = node
+                .op_as::<ElementWiseOp>()
+                .and_then(|op| op.0.downcast_ref::<QuantizeLinearU8>())
+            else {
+                continue;
+            };
+            if model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
+                continue;
+            }
+            let op = QuantizeU8 {
+                inverse_scale: q.scale,
+                zero_point: q.zero_point,
+            };
+            let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+            patch.apply(model)?;
+            rewrite.quantizations += 1;
+        }
     }
     Ok(rewrite)
 }
