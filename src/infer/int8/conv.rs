@@ -466,7 +466,17 @@ fn pack_patches(
         let mut buffer = vec![0i8; n];
         for kk in 0..k {
             let row = padded.row(g, kk, &mut buffer);
-            for (panel, out) in dst.chunks_exact_mut(layout.panel_len).enumerate() {
+            let mut panels = dst.chunks_exact_mut(layout.panel_len);
+            if r == 8 {
+                // Whole panels as 8-byte moves (a slice copy of unknown length calls memcpy).
+                // (The rows first: zip stops on them without taking a panel.)
+                for (src, out) in row.chunks_exact(8).zip(&mut panels) {
+                    let src: [i8; 8] = src.try_into().expect("8 values");
+                    out[kk * 8..kk * 8 + 8].copy_from_slice(&src);
+                }
+            }
+            let done = if r == 8 { n / 8 } else { 0 };
+            for (panel, out) in panels.enumerate().map(|(i, o)| (i + done, o)) {
                 let src = &row[panel * r..(panel * r + r).min(n)];
                 out[kk * r..kk * r + src.len()].copy_from_slice(src);
             }
