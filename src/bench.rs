@@ -8,7 +8,7 @@ use crate::decode::yolo::DecodeParams;
 use crate::health::Health;
 use crate::infer::yolo::{ModelChoice, StageTimes, YoloDetector};
 use crate::infer::Precision;
-use crate::infer::{EngineOptions, ModelError};
+use crate::infer::{EngineOptions, IntegerKernels, ModelError};
 use crate::sink::{PublishError, Publisher, PublisherStats};
 use crate::source::{FrameSource, PixelFormat, RawFrame};
 use crate::stats::{ms, Percentiles};
@@ -37,7 +37,7 @@ pub struct BenchSpec {
     pub pipeline_frames: usize,
     pub camera: (PixelFormat, u32, u32),
     /// A quantized model's convolutions on integer kernels (see `EngineOptions`).
-    pub integer_kernels: bool,
+    pub integer_kernels: IntegerKernels,
 }
 
 /// Results for one configuration.

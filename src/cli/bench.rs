@@ -7,7 +7,7 @@ use lookout::bench::{run as bench_one, BenchReport, BenchSpec};
 use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::ModelChoice;
-use lookout::infer::Precision;
+use lookout::infer::{IntegerKernels, Precision};
 use lookout::source::replay::{expand_inputs, load_frame};
 use lookout::source::PixelFormat;
 use std::path::PathBuf;
@@ -35,10 +35,11 @@ pub struct BenchArgs {
     /// the config's, else fp32].
     #[arg(long, value_delimiter = ',', value_parser = Precision::parse)]
     pub precision: Vec<Precision>,
-    /// How a quantized YOLO model's convolutions run: `integer` (tract-linalg's int8 kernels,
-    /// the default) or `tract` (as tract loads a QDQ file: f32 convolutions between
-    /// quantize/dequantize passes), to compare the two in one run.
-    #[arg(long, default_value = "integer", value_parser = ["integer", "tract"])]
+    /// Where a quantized YOLO model's convolutions run: `integer` (tract-linalg's int8
+    /// kernels), `tract` (as tract loads a QDQ file: f32 convolutions between
+    /// quantize/dequantize passes) or `auto` (integer on aarch64, tract elsewhere), to compare
+    /// them in one run.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "integer", "tract"])]
     pub int8_kernels: String,
     /// Timed iterations per configuration.
     #[arg(long, default_value_t = 20)]
@@ -342,7 +343,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     duration,
                     pipeline_frames: args.pipeline_frames,
                     camera: (format, cam_w, cam_h),
-                    integer_kernels: args.int8_kernels == "integer",
+                    integer_kernels: match args.int8_kernels.as_str() {
+                        "integer" => IntegerKernels::On,
+                        "tract" => IntegerKernels::Off,
+                        _ => IntegerKernels::Auto,
+                    },
                 };
                 let report = bench_one(&spec, &frames)?;
                 if args.json {

@@ -95,10 +95,34 @@ pub struct EngineOptions {
     /// Compute threads for tract's matrix products (1 = single-threaded executor).
     pub threads: usize,
     pub precision: Precision,
-    /// For a quantized model: run its convolutions on integer kernels ([`int8`]). Off, tract
-    /// runs them as it loads them (f32 arithmetic between quantize/dequantize passes), the
-    /// reference the integer path is compared with.
-    pub integer_kernels: bool,
+    /// For a quantized model: whether its convolutions run on integer kernels ([`int8`]).
+    pub integer_kernels: IntegerKernels,
+}
+
+/// Where a quantized model's convolutions run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IntegerKernels {
+    /// On integer kernels where they pay: aarch64, whose NEON int8 kernels (SDOT on
+    /// Cortex-A76/A55) do about half the work of f32. On x86, tract's int8 kernels are only
+    /// fast with VNNI (and not faster than its f32 ones then), and the AVX2 one runs ~25x
+    /// slower than f32, so tract's own QDQ path runs there.
+    #[default]
+    Auto,
+    /// Always on integer kernels.
+    On,
+    /// As tract loads the file: f32 convolutions between quantize/dequantize passes (the
+    /// reference the integer path is compared with).
+    Off,
+}
+
+impl IntegerKernels {
+    pub fn enabled(self) -> bool {
+        match self {
+            IntegerKernels::Auto => cfg!(target_arch = "aarch64"),
+            IntegerKernels::On => true,
+            IntegerKernels::Off => false,
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -106,7 +130,7 @@ impl Default for EngineOptions {
         EngineOptions {
             threads: 1,
             precision: Precision::Fp32,
-            integer_kernels: true,
+            integer_kernels: IntegerKernels::Auto,
         }
     }
 }
@@ -185,7 +209,7 @@ impl Engine {
             );
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
-        if quantized && options.integer_kernels {
+        if quantized && options.integer_kernels.enabled() {
             typed = typed.into_decluttered().map_err(shape_err)?;
             let rewrite = int8::integer_convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
