@@ -429,6 +429,8 @@ impl PanelLayout {
 /// no full-size plain matrix, no second pass to pack it. Formats not known here go through
 /// the plain matrix and tract-linalg's packer. (Not inlined: profiles show it by name.)
 #[inline(never)]
+// A Box, not `&dyn`: the packed value keeps its own clone of the format.
+#[allow(clippy::borrowed_box)]
 fn pack_patches(
     format: &Box<dyn MMMInputFormat>,
     g: &Geometry,

@@ -277,7 +277,7 @@ fn pointwise(model: &TypedModel, node: &TypedNode, einsum: &EinSum) -> TractResu
     let Some(kernel) = constant(model, node.inputs[1])? else {
         return Ok(None);
     };
-    if kernel.len() % c != 0 {
+    if c == 0 || !kernel.len().is_multiple_of(c) {
         return Ok(None);
     }
     let o = kernel.len() / c;

@@ -24,7 +24,7 @@ const LEVELS: [f32; 2] = [127.0, 128.0];
 /// Recovers int8 weights from `weights` (`rows` rows of equal length, row-major), or `None`
 /// when some row is not `q * scale` for integers `q` in [-128, 127].
 pub fn recover(weights: &[f32], rows: usize) -> Option<QuantizedWeights> {
-    if rows == 0 || weights.len() % rows != 0 {
+    if rows == 0 || !weights.len().is_multiple_of(rows) {
         return None;
     }
     let cols = weights.len() / rows;
