@@ -53,7 +53,7 @@ fn int8_yolo11n_detections_agree_with_fp32_on_sample_photos() {
     let ops = int8.engine().op_histogram();
     if IntegerKernels::Auto.enabled() {
         assert!(
-            ops.get("IntegerConv").copied().unwrap_or(0) >= 70,
+            ops.get("IntegerConv").copied().unwrap_or(0) >= 60,
             "{ops:?}"
         );
     } else {
@@ -121,9 +121,11 @@ fn integer_kernels_detect_what_the_qdq_graph_detects() {
         YoloDetector::load(choice.clone(), Some((640, 384)), &options).expect("load yolo11n")
     };
     let (mut integer, mut qdq) = (load(true), load(false));
+    // 74 of YOLO11n's convolutions at 640x640 on x86; 65 at 640x384 as aarch64 code, where
+    // tract splits some convolutions' padding into a Pad node the pass leaves alone.
     let kernels = integer.engine().op_histogram();
     assert!(
-        kernels.get("IntegerConv").copied().unwrap_or(0) >= 70,
+        kernels.get("IntegerConv").copied().unwrap_or(0) >= 60,
         "{kernels:?}"
     );
     let reference = qdq.engine().op_histogram();
