@@ -36,7 +36,7 @@ def main():
         lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
         scans = [json.loads(line) for line in lines]
         # The labelled rotation: the first complete one, or the only one there is.
-        scan = next((s for s in scans if s["complete"]), max(scans, key=lambda s: s["points"]))
+        scan = next((s for s in scans if s["scan"]["complete"]), max(scans, key=lambda s: s["scan"]["points"]))
         right = 0
         for o in objects:
             found = [x for x in scan["objects"]
