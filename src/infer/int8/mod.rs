@@ -15,7 +15,7 @@ mod weights;
 
 pub use conv::{Geometry, InputQuantization, IntegerConv, Output};
 pub use quantize::QuantizeU8;
-pub use weights::{recover as recover_weights, QuantizedWeights};
+pub use weights::QuantizedWeights;
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
