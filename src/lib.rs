@@ -15,6 +15,7 @@ pub mod config;
 pub mod decode;
 pub mod gpio;
 pub mod health;
+pub mod heap;
 pub mod infer;
 pub mod limits;
 pub mod mailbox;

@@ -145,7 +145,10 @@ impl SegmenterBranch {
                 }
             };
             let started = Instant::now();
-            match self.segment(job) {
+            let result = self.segment(job);
+            // The encoder's activations were just freed: hand back what the arenas keep.
+            crate::heap::release_free_memory();
+            match result {
                 Ok(output) => {
                     counters.ran(started.elapsed());
                     if !send(output) {

@@ -101,6 +101,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         log::warn!("{}: {note}", args.config.display());
     }
     let board = resolved.config;
+    if board.segmenter.enabled == Some(true) {
+        // MobileSAM's large activations, freed once a second, would otherwise stay resident;
+        // set before loading, whose graph copies are large too.
+        lookout::heap::return_large_buffers();
+    }
     let stop = stop_flag()?;
     // Live and paced sources run behind latest-frame-wins; an unpaced replay hands over
     // every frame in order (offline processing: nothing is gained by dropping).
@@ -138,6 +143,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<bool> {
         segmenter: segmenter_branch(&board, detector.class_names(), &args)?,
         lidar: lidar_branch(&board, &args)?,
     };
+    // Loading and optimising the models left freed graph copies in the heap.
+    lookout::heap::release_free_memory();
     let hooks = open_gpio(&board, detector.class_names(), &args)?;
     let device_id = board.board.device_id.unwrap_or(0);
     let sink_args = SinkArgs {
