@@ -211,7 +211,7 @@ impl Engine {
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
         if quantized && options.integer_kernels.enabled() {
-            typed = typed.into_decluttered().map_err(shape_err)?;
+            int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
             let rewrite = int8::integer_convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
                 "{}: {} convolutions on integer kernels ({}), {} quantizations folded in, {} vectorised",

@@ -51,6 +51,24 @@ struct Found {
     last: usize,
 }
 
+/// tract's declutter passes without its layout pass, for a model the integer pass runs on.
+///
+/// On aarch64 tract's depthwise convolutions ask for their input channel-last (its
+/// `depthwise_c_f32` kernel), and the layout pass carries that to their neighbours: in
+/// YOLO11n's head nine convolutions around the depthwise ones became channel-last, which the
+/// integer op does not take, and stayed f32 (~100 M of the 0.762 G instructions a Cortex-A76
+/// frame took). Kept channels-first, they run on integer kernels; the depthwise convolutions,
+/// f32 between a dequantize and a quantize, use tract's width-inner kernel instead. The
+/// integer ops block the move afterwards (they do not take part in layout changes), so the
+/// full optimisation that follows leaves the layout as it is here.
+pub fn declutter_keeping_layout(model: &mut TypedModel) -> TractResult<()> {
+    let mut declutter = tract_onnx::tract_core::optim::Optimizer::declutter();
+    declutter
+        .passes
+        .retain(|pass| format!("{pass:?}") != "ChangeAxes");
+    declutter.session().optimize(model)
+}
+
 /// Rewrites every quantized convolution of `model` it can onto integer kernels.
 pub fn integer_convolutions(model: &mut TypedModel) -> TractResult<Rewrite> {
     let mut rewrite = Rewrite::default();
