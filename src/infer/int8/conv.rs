@@ -452,6 +452,11 @@ impl Padded {
             match sw {
                 1 => out.copy_from_slice(&line[..wo]),
                 2 => {
+                    #[cfg(target_arch = "aarch64")]
+                    let done = neon::take_even(line, out);
+                    #[cfg(not(target_arch = "aarch64"))]
+                    let done = 0;
+                    let (line, out) = (&line[2 * done..], &mut out[done..]);
                     let pairs = line.chunks_exact(2);
                     let tail = out.len() - out.len().min(pairs.len());
                     let (body, last) = out.split_at_mut(out.len() - tail);
@@ -627,6 +632,22 @@ fn interleave_four(rows: [&[i8]; 4], dst: &mut [i8], panel_len: usize, offset: u
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use std::arch::aarch64::*;
+
+    /// `out[i] = line[2 * i]` (a stride-2 patch row), 16 values per de-interleaving load.
+    /// Returns the values done (a multiple of 16); the caller finishes the rest.
+    pub fn take_even(line: &[i8], out: &mut [i8]) -> usize {
+        // Each step reads 32 bytes of `line`; the last full step must stay inside it.
+        let steps = (out.len() / 16).min(line.len() / 32);
+        for step in 0..steps {
+            // SAFETY: NEON is part of every aarch64 CPU; the load reads line[32 * step..][..32]
+            // and the store writes out[16 * step..][..16], inside both by `steps`.
+            unsafe {
+                let pairs = vld2q_s8(line.as_ptr().add(32 * step));
+                vst1q_s8(out.as_mut_ptr().add(16 * step), pairs.0);
+            }
+        }
+        steps * 16
+    }
 
     /// [`super::interleave_four`] for 8-pixel panels, two panels (16 pixels) per step: two
     /// byte zips and two half-word zips make the 4x16 transpose. Returns the pixels done (a
@@ -904,6 +925,8 @@ mod tests {
     fn a_strided_convolution_matches_the_qdq_definition() {
         case(geometry(4, [12, 10], [3, 3], [2, 2], [1, 1]), 16, 2);
         case(geometry(3, [8, 8], [3, 3], [2, 2], [0, 0]), 9, 3);
+        // Output lines of 16 and more (the vectorised gather), and one that ends short of it.
+        case(geometry(2, [38, 70], [3, 3], [2, 2], [1, 1]), 8, 4);
     }
 
     #[test]
