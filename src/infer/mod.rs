@@ -512,6 +512,7 @@ fn runnable(
 ) -> TractResult<(Arc<TypedRunnableModel>, TypedSimpleState)> {
     let mut typed = typed.into_optimized()?;
     half_cast::vectorised_casts(&mut typed)?;
+    int8::fold_tables(&mut typed)?;
     // Every compute thread count of every command passes here: bound it by the cores present.
     let (threads, lowered) = crate::limits::bound_threads("threads", options.threads);
     if let Some(note) = lowered {

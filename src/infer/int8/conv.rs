@@ -84,7 +84,15 @@ struct Plan {
 
 /// The op. Plans are shared between clones of the model, never changed after load.
 #[derive(Clone)]
-pub struct IntegerConv(Arc<Plan>);
+pub struct IntegerConv {
+    plan: Arc<Plan>,
+    /// A uint8 -> uint8 table applied to the quantized output (a lookup-table activation
+    /// that followed the convolution, folded in by [`IntegerConv::with_table`]).
+    table: Option<Arc<Table>>,
+}
+
+/// 256 output bytes, one per uint8 input.
+pub type Table = [u8; 256];
 
 impl IntegerConv {
     /// Packs `weights` (one row per output channel, `geometry.k()` values each) for the integer
@@ -142,45 +150,62 @@ impl IntegerConv {
                 }
             }
         }
-        Ok(Some(IntegerConv(Arc::new(Plan {
-            geometry,
-            zero_point: i8::try_from(zero_point).context("input zero point out of uint8")?,
-            mmm,
-            packing,
-            weights: packed,
-            rows,
-            multiplier,
-            offset,
-            output,
-            output_shape: output_shape.into(),
-        }))))
+        Ok(Some(IntegerConv {
+            plan: Arc::new(Plan {
+                geometry,
+                zero_point: i8::try_from(zero_point).context("input zero point out of uint8")?,
+                mmm,
+                packing,
+                weights: packed,
+                rows,
+                multiplier,
+                offset,
+                output,
+                output_shape: output_shape.into(),
+            }),
+            table: None,
+        }))
+    }
+
+    /// The op with `table` applied to its uint8 output; `None` when its output is f32.
+    pub fn with_table(&self, table: &Table) -> Option<IntegerConv> {
+        let table = match &self.table {
+            // Two tables in a row are one.
+            Some(first) => Arc::new(std::array::from_fn(|i| table[first[i] as usize])),
+            None => Arc::new(*table),
+        };
+        matches!(self.plan.output, Output::U8 { .. }).then(|| IntegerConv {
+            plan: Arc::clone(&self.plan),
+            table: Some(table),
+        })
     }
 
     /// The name of the integer kernel the op runs.
     pub fn kernel(&self) -> &str {
-        self.0.mmm.name()
+        self.plan.mmm.name()
     }
 }
 
 impl fmt::Debug for IntegerConv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = &self.0;
+        let p = &self.plan;
         write!(
             f,
-            "IntegerConv({}x{} {:?} stride {:?} -> {} channels, {})",
+            "IntegerConv({}x{} {:?} stride {:?} -> {} channels, {}{})",
             p.geometry.kernel[0],
             p.geometry.kernel[1],
             p.geometry.input,
             p.geometry.stride,
             p.rows,
-            p.mmm.name()
+            p.mmm.name(),
+            if self.table.is_some() { ", table" } else { "" }
         )
     }
 }
 
 impl PartialEq for IntegerConv {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.plan, &other.plan) && self.table == other.table
     }
 }
 impl Eq for IntegerConv {}
@@ -219,17 +244,17 @@ impl TypedOp for IntegerConv {
     }
 
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let dt = match self.0.output {
+        let dt = match self.plan.output {
             Output::F32 => f32::datum_type(),
             Output::U8 { .. } => u8::datum_type(),
         };
-        Ok(tvec!(dt.fact(&*self.0.output_shape)))
+        Ok(tvec!(dt.fact(&*self.plan.output_shape)))
     }
 }
 
 impl IntegerConv {
     fn run(&self, input: &Tensor) -> TractResult<TVec<TValue>> {
-        let p = &*self.0;
+        let p = &*self.plan;
         let g = &p.geometry;
         let x = input.try_as_plain_ram()?.as_slice::<u8>()?;
         ensure!(
@@ -276,6 +301,9 @@ impl IntegerConv {
                 let mut out = unsafe { Tensor::uninitialized::<u8>(&p.output_shape)? };
                 let values = unsafe { out.as_slice_mut_unchecked::<u8>() };
                 quantize_rows(acc, n, lines, &p.multiplier, &p.offset, values);
+                if let Some(table) = &self.table {
+                    look_up(table, values);
+                }
                 out
             }
         };
@@ -347,9 +375,25 @@ fn quantize_rows(
 ) {
     for (row, acc, out) in lines.runs(acc, n, out) {
         let (mul, add) = (multiplier[row], offset[row]);
-        for (o, &a) in out.iter_mut().zip(acc) {
+        #[cfg(target_arch = "aarch64")]
+        let done = neon::quantize(acc, mul, add, out);
+        #[cfg(not(target_arch = "aarch64"))]
+        let done = 0;
+        for (o, &a) in out[done..].iter_mut().zip(&acc[done..]) {
             *o = ((a as f32 * mul + add).round_ties_even() as i32).clamp(0, 255) as u8;
         }
+    }
+}
+
+/// `x = table[x]` for every value (while they are still in cache from `quantize_rows`).
+#[inline(never)]
+fn look_up(table: &Table, values: &mut [u8]) {
+    #[cfg(target_arch = "aarch64")]
+    let done = neon::look_up(table, values);
+    #[cfg(not(target_arch = "aarch64"))]
+    let done = 0;
+    for v in &mut values[done..] {
+        *v = table[*v as usize];
     }
 }
 
@@ -447,7 +491,17 @@ impl Padded {
             return plane;
         }
         let [sh, sw] = g.stride;
-        for (oy, out) in buffer.chunks_exact_mut(wo).enumerate() {
+        #[cfg(target_arch = "aarch64")]
+        let lines_done = if sw == 2 {
+            let start =
+                c * self.height * self.width + ky * g.dilation[0] * self.width + kx * g.dilation[1];
+            neon::take_even_lines(&self.values, start, sh * self.width, wo, buffer)
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "aarch64"))]
+        let lines_done = 0;
+        for (oy, out) in buffer.chunks_exact_mut(wo).enumerate().skip(lines_done) {
             let line = &plane[(oy * sh + ky * g.dilation[0]) * self.width + kx * g.dilation[1]..];
             match sw {
                 1 => out.copy_from_slice(&line[..wo]),
@@ -632,6 +686,95 @@ fn interleave_four(rows: [&[i8]; 4], dst: &mut [i8], panel_len: usize, offset: u
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use std::arch::aarch64::*;
+
+    /// [`super::quantize_rows`] for one run, 16 values a step: the same multiply and add (not
+    /// fused, so the results are the scalar code's), rounding half to even in the conversion
+    /// (FCVTNS), and the clamp to 0..=255 in the saturating narrowings. Returns the values done
+    /// (a multiple of 16).
+    pub fn quantize(acc: &[i32], mul: f32, add: f32, out: &mut [u8]) -> usize {
+        let steps = out.len().min(acc.len()) / 16;
+        // SAFETY: NEON is part of every aarch64 CPU; each step reads acc[16 * step..][..16]
+        // and writes out[16 * step..][..16], inside both by `steps`.
+        unsafe {
+            let (m, a) = (vdupq_n_f32(mul), vdupq_n_f32(add));
+            let scaled = |p: *const i32| {
+                vcvtnq_s32_f32(vaddq_f32(vmulq_f32(vcvtq_f32_s32(vld1q_s32(p)), m), a))
+            };
+            for step in 0..steps {
+                let p = acc.as_ptr().add(16 * step);
+                let low = vqmovn_high_s32(vqmovn_s32(scaled(p)), scaled(p.add(4)));
+                let high = vqmovn_high_s32(vqmovn_s32(scaled(p.add(8))), scaled(p.add(12)));
+                let bytes = vqmovun_high_s16(vqmovun_s16(low), high);
+                vst1q_u8(out.as_mut_ptr().add(16 * step), bytes);
+            }
+        }
+        steps * 16
+    }
+
+    /// [`super::look_up`], 16 values a step: four 64-byte table lookups (TBL, then TBX for
+    /// the three upper quarters with the index moved down by 64 each: an index outside a
+    /// quarter leaves the value as it was). Returns the values done (a multiple of 16).
+    pub fn look_up(table: &super::Table, values: &mut [u8]) -> usize {
+        let steps = values.len() / 16;
+        // SAFETY: NEON is part of every aarch64 CPU; the table loads read its 256 bytes, each
+        // step reads and writes values[16 * step..][..16], inside `values` by `steps`.
+        unsafe {
+            let t = table.as_ptr();
+            let quarters = [
+                vld1q_u8_x4(t),
+                vld1q_u8_x4(t.add(64)),
+                vld1q_u8_x4(t.add(128)),
+                vld1q_u8_x4(t.add(192)),
+            ];
+            let quarter = vdupq_n_u8(64);
+            for step in 0..steps {
+                let at = values.as_mut_ptr().add(16 * step);
+                let index = vld1q_u8(at);
+                let mut out = vqtbl4q_u8(quarters[0], index);
+                let index = vsubq_u8(index, quarter);
+                out = vqtbx4q_u8(out, quarters[1], index);
+                let index = vsubq_u8(index, quarter);
+                out = vqtbx4q_u8(out, quarters[2], index);
+                let index = vsubq_u8(index, quarter);
+                out = vqtbx4q_u8(out, quarters[3], index);
+                vst1q_u8(at, out);
+            }
+        }
+        steps * 16
+    }
+
+    /// A stride-2 patch row, line after line: `out[oy * wo + i] = src[start + oy * stride +
+    /// 2 * i]`. Each line is done in whole 16-value steps, its last step writing past the
+    /// line's end into the next one, which the next line then overwrites: no per-line tail.
+    /// Returns the lines done from the first; the caller does the rest (at least the last,
+    /// whose overrun would leave `out`).
+    pub fn take_even_lines(
+        src: &[i8],
+        start: usize,
+        stride: usize,
+        wo: usize,
+        out: &mut [i8],
+    ) -> usize {
+        let steps = wo.div_ceil(16);
+        let lines = out.len() / wo.max(1);
+        let mut done = 0;
+        while done + 1 < lines
+            && done * wo + 16 * steps <= out.len()
+            && start + done * stride + 32 * steps <= src.len()
+        {
+            let (from, to) = (start + done * stride, done * wo);
+            for step in 0..steps {
+                // SAFETY: NEON is part of every aarch64 CPU; reads src[from..][..32 * steps]
+                // and writes out[to..][..16 * steps], both inside by the loop's condition.
+                unsafe {
+                    let pairs = vld2q_s8(src.as_ptr().add(from + 32 * step));
+                    vst1q_s8(out.as_mut_ptr().add(to + 16 * step), pairs.0);
+                }
+            }
+            done += 1;
+        }
+        done
+    }
 
     /// `out[i] = line[2 * i]` (a stride-2 patch row), 16 values per de-interleaving load.
     /// Returns the values done (a multiple of 16); the caller finishes the rest.
@@ -825,6 +968,66 @@ mod tests {
             saturated < got.len() / 2,
             "the case saturates: it tests little"
         );
+
+        // A table folded in gives what the table gives after the op.
+        let table: Table = std::array::from_fn(|_| rng.next() as u8);
+        let with_table = op.with_table(&table).expect("a uint8 output takes a table");
+        let looked_up = with_table.run(&input).unwrap().remove(0).into_tensor();
+        let looked_up = looked_up
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<u8>()
+            .unwrap();
+        for (i, (&t, &g)) in looked_up.iter().zip(&got).enumerate() {
+            assert_eq!(t, table[g as usize], "u8 output {i} through the table");
+        }
+    }
+
+    #[test]
+    fn quantized_rows_round_half_to_even_and_clamp_as_quantize_linear() {
+        let mut rng = Lcg(12);
+        // Two channels of 3 lines of 37 values, 40 computed per line (the vectorised steps,
+        // their tails, and the columns dropped).
+        let (lines, n) = (
+            Lines {
+                computed: 40,
+                kept: 37,
+            },
+            120,
+        );
+        let acc: Vec<i32> = (0..2 * n)
+            .map(|i| (rng.next() % 1400) as i32 - 600 + (i % 2) as i32)
+            .collect();
+        // x/2 + 0.5 lands on halves; the second channel's scale saturates at both ends.
+        let (multiplier, offset) = ([0.5, 0.75], [0.5, 17.0]);
+        let mut out = vec![0u8; 2 * 3 * 37];
+        quantize_rows(&acc, n, lines, &multiplier, &offset, &mut out);
+        for (i, &o) in out.iter().enumerate() {
+            let (row, line, x) = (i / 111, (i % 111) / 37, i % 37);
+            let a = acc[row * n + line * 40 + x];
+            let want = ((a as f32 * multiplier[row] + offset[row]).round_ties_even() as i32)
+                .clamp(0, 255) as u8;
+            assert_eq!(o, want, "value {i}: accumulator {a}");
+        }
+        assert!(
+            out.contains(&0) && out.contains(&255),
+            "both ends are tested"
+        );
+    }
+
+    #[test]
+    fn a_table_looks_up_every_value_of_every_quarter() {
+        let mut rng = Lcg(11);
+        let table: Table = std::array::from_fn(|_| rng.next() as u8);
+        // All 256 indices, then lengths that leave tails after whole 16-value steps.
+        for len in [256, 0, 7, 16, 41] {
+            let input: Vec<u8> = (0..len).map(|i| (i * 97 + 13) as u8).collect();
+            let mut values = input.clone();
+            look_up(&table, &mut values);
+            for (i, (&x, &y)) in input.iter().zip(&values).enumerate() {
+                assert_eq!(y, table[x as usize], "value {i} ({x})");
+            }
+        }
     }
 
     fn geometry(
