@@ -596,9 +596,19 @@ fn pack_patches(
         });
         return Ok((format.prepare_one(&patches, 0, 1)?, g.output[1]));
     };
-    let padded = Padded::new(g, x, zero_point);
+    // A pointwise convolution's patch rows are its input planes: read in place and shifted to
+    // int8 (`flip`) while being packed, with no padded copy.
+    let in_place =
+        g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0] && g.output == g.input;
+    let padded = (!in_place).then(|| Padded::new(g, x, zero_point));
+    let flip = if in_place { i8::MIN } else { 0 };
+    // SAFETY: u8 and i8 have the same size and alignment; the bytes are only read.
+    let planes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const i8, x.len()) };
     let wide = wide && Padded::serves_lines(g);
-    let line = if wide { padded.width } else { g.output[1] };
+    let line = match &padded {
+        Some(padded) if wide => padded.width,
+        _ => g.output[1],
+    };
     let n = g.output[0] * line;
     let r = layout.r;
     let panels = n.div_ceil(r);
@@ -619,33 +629,36 @@ fn pack_patches(
         last.fill(0);
     }
     let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut i8, dst.len()) };
-    let zeros = vec![0i8; n];
+    // Rows past `k` (dot-product layout) are zeros once flipped.
+    let zeros = vec![flip; n];
     if layout.four_taps {
         let mut buffers = vec![0i8; 4 * n];
         for first in (0..k).step_by(4) {
             let mut rows: [&[i8]; 4] = [&zeros; 4];
             for (i, buffer) in buffers.chunks_exact_mut(n).enumerate().take(k - first) {
-                rows[i] = padded.patch_row(g, first + i, wide, buffer);
+                rows[i] = patch_row(padded.as_ref(), planes, g, first + i, wide, buffer);
             }
-            interleave_four(rows, dst, layout.panel_len, (first / 4) * r * 4, r);
+            interleave_four(rows, dst, layout.panel_len, (first / 4) * r * 4, r, flip);
         }
     } else {
         let mut buffer = vec![0i8; n];
         for kk in 0..k {
-            let row = padded.patch_row(g, kk, wide, &mut buffer);
+            let row = patch_row(padded.as_ref(), planes, g, kk, wide, &mut buffer);
             let mut panels = dst.chunks_exact_mut(layout.panel_len);
             if r == 8 {
                 // Whole panels as 8-byte moves (a slice copy of unknown length calls memcpy).
                 // (The rows first: zip stops on them without taking a panel.)
                 for (src, out) in row.chunks_exact(8).zip(&mut panels) {
                     let src: [i8; 8] = src.try_into().expect("8 values");
-                    out[kk * 8..kk * 8 + 8].copy_from_slice(&src);
+                    out[kk * 8..kk * 8 + 8].copy_from_slice(&src.map(|v| v ^ flip));
                 }
             }
             let done = if r == 8 { n / 8 } else { 0 };
             for (panel, out) in panels.enumerate().map(|(i, o)| (i + done, o)) {
                 let src = &row[panel * r..(panel * r + r).min(n)];
-                out[kk * r..kk * r + src.len()].copy_from_slice(src);
+                for (o, &v) in out[kk * r..].iter_mut().zip(src) {
+                    *o = v ^ flip;
+                }
             }
         }
     }
@@ -662,15 +675,39 @@ fn pack_patches(
     Ok((packed, line))
 }
 
+/// Row `kk` of the patch matrix: the input plane itself for a pointwise convolution read in
+/// place (`padded` is `None`; still uint8 bytes), else [`Padded::patch_row`].
+fn patch_row<'a>(
+    padded: Option<&'a Padded>,
+    planes: &'a [i8],
+    g: &Geometry,
+    kk: usize,
+    wide: bool,
+    buffer: &'a mut [i8],
+) -> &'a [i8] {
+    match padded {
+        Some(padded) => padded.patch_row(g, kk, wide, buffer),
+        None => &planes[kk * g.n()..][..g.n()],
+    }
+}
+
 /// Four patch rows into the dot-product layout: in each panel, at `offset`, pixel `j`'s four
-/// values side by side (`[r0[j], r1[j], r2[j], r3[j]]`) for `j` in the panel's `r` pixels.
-fn interleave_four(rows: [&[i8]; 4], dst: &mut [i8], panel_len: usize, offset: usize, r: usize) {
+/// values side by side (`[r0[j], r1[j], r2[j], r3[j]]`) for `j` in the panel's `r` pixels,
+/// each XORed with `flip` (`i8::MIN` turns uint8 bytes into the int8 `x - 128`; 0 keeps them).
+fn interleave_four(
+    rows: [&[i8]; 4],
+    dst: &mut [i8],
+    panel_len: usize,
+    offset: usize,
+    r: usize,
+    flip: i8,
+) {
     let n = rows[0].len();
     #[cfg(target_arch = "aarch64")]
-    let done = if r == 8 {
-        neon::interleave_four_8(rows, dst, panel_len, offset)
-    } else {
-        0
+    let done = match (r, flip) {
+        (8, 0) => neon::interleave_four_8::<false>(rows, dst, panel_len, offset),
+        (8, _) => neon::interleave_four_8::<true>(rows, dst, panel_len, offset),
+        _ => 0,
     };
     #[cfg(not(target_arch = "aarch64"))]
     let done = 0;
@@ -678,7 +715,7 @@ fn interleave_four(rows: [&[i8]; 4], dst: &mut [i8], panel_len: usize, offset: u
         let (panel, j) = (at / r, at % r);
         let o = panel * panel_len + offset + j * 4;
         for (t, row) in rows.iter().enumerate() {
-            dst[o + t] = row[at];
+            dst[o + t] = row[at] ^ flip;
         }
     }
 }
@@ -795,7 +832,7 @@ mod neon {
     /// [`super::interleave_four`] for 8-pixel panels, two panels (16 pixels) per step: two
     /// byte zips and two half-word zips make the 4x16 transpose. Returns the pixels done (a
     /// multiple of 16); the caller finishes the rest.
-    pub fn interleave_four_8(
+    pub fn interleave_four_8<const FLIP: bool>(
         rows: [&[i8]; 4],
         dst: &mut [i8],
         panel_len: usize,
@@ -811,10 +848,15 @@ mod neon {
             // (at + 16 <= n), the stores write 32 bytes at panels 2*step and 2*step + 1 from
             // `offset`, inside `dst` by the assertion above.
             unsafe {
-                let a = vld1q_s8(rows[0].as_ptr().add(at));
-                let b = vld1q_s8(rows[1].as_ptr().add(at));
-                let c = vld1q_s8(rows[2].as_ptr().add(at));
-                let d = vld1q_s8(rows[3].as_ptr().add(at));
+                let load = |row: &[i8]| {
+                    let v = vld1q_s8(row.as_ptr().add(at));
+                    if FLIP {
+                        veorq_s8(v, vdupq_n_s8(i8::MIN))
+                    } else {
+                        v
+                    }
+                };
+                let (a, b, c, d) = (load(rows[0]), load(rows[1]), load(rows[2]), load(rows[3]));
                 let ab_lo = vreinterpretq_s16_s8(vzip1q_s8(a, b));
                 let ab_hi = vreinterpretq_s16_s8(vzip2q_s8(a, b));
                 let cd_lo = vreinterpretq_s16_s8(vzip1q_s8(c, d));
