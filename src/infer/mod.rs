@@ -6,6 +6,7 @@ pub mod detector;
 mod half_cast;
 pub mod int8;
 pub mod onnx_metadata;
+mod onnx_weights;
 pub mod pointnet;
 pub mod sam;
 mod verified;
@@ -495,14 +496,20 @@ fn is_quantized(model: &InferenceModel) -> bool {
 /// and output shapes are ignored, and the callers fix the input facts instead (measured on
 /// YOLO11n, see DESIGN.md).
 fn read_onnx(path: &Path, bytes: &[u8]) -> Result<InferenceModel, ModelError> {
-    tract_onnx::onnx()
+    let invalid = |e: TractError| ModelError::Invalid {
+        path: path.to_path_buf(),
+        reason: first_line(&e),
+    };
+    let onnx = tract_onnx::onnx()
         .with_ignore_output_shapes(true)
-        .with_ignore_value_info(true)
-        .model_for_read(&mut &bytes[..])
-        .map_err(|e| ModelError::Invalid {
-            path: path.to_path_buf(),
-            reason: first_line(&e),
-        })
+        .with_ignore_value_info(true);
+    let mut proto = onnx
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(invalid)?;
+    if let Some(graph) = proto.graph.as_mut() {
+        onnx_weights::dequantize_initializers(graph);
+    }
+    onnx.model_for_proto_model(&proto).map_err(invalid)
 }
 
 /// Optimises `typed` and builds its plan and run state with the executor `options` ask for.
