@@ -457,11 +457,15 @@ impl Padded {
     /// used in place: no copy, for `width / output width` more kernel columns (1.01x at 160
     /// pixels wide, 1.1x at 20 for a 3x3 kernel).
     fn line(&self, g: &Geometry, kk: usize) -> &[i8] {
+        &self.values[self.tap(g, kk)..][..g.output[0] * self.width]
+    }
+
+    /// Where tap `kk = (c, ky, kx)` of output pixel (0, 0) is in `values`; output line `oy`
+    /// reads from `stride[0] * oy` padded rows further.
+    fn tap(&self, g: &Geometry, kk: usize) -> usize {
         let [kh, kw] = g.kernel;
         let (c, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
-        let start =
-            c * self.height * self.width + ky * g.dilation[0] * self.width + kx * g.dilation[1];
-        &self.values[start..][..g.output[0] * self.width]
+        (c * self.height + ky * g.dilation[0]) * self.width + kx * g.dilation[1]
     }
 
     /// Row `kk` of the patch matrix: [`Padded::line`] when `wide`, else [`Padded::row`].
@@ -483,26 +487,23 @@ impl Padded {
     /// value under that tap. A 1x1 convolution's rows are the planes themselves; other rows
     /// are made in `buffer`.
     fn row<'a>(&'a self, g: &Geometry, kk: usize, buffer: &'a mut [i8]) -> &'a [i8] {
-        let [kh, kw] = g.kernel;
         let [ho, wo] = g.output;
-        let (c, ky, kx) = (kk / (kh * kw), (kk / kw) % kh, kk % kw);
-        let plane = &self.values[c * self.height * self.width..][..self.height * self.width];
+        let tap = self.tap(g, kk);
         if self.width == wo && self.height == ho && g.kernel == [1, 1] {
-            return plane;
+            // The tap of a 1x1 kernel is the start of its plane.
+            return &self.values[tap..][..ho * wo];
         }
         let [sh, sw] = g.stride;
         #[cfg(target_arch = "aarch64")]
         let lines_done = if sw == 2 {
-            let start =
-                c * self.height * self.width + ky * g.dilation[0] * self.width + kx * g.dilation[1];
-            neon::take_even_lines(&self.values, start, sh * self.width, wo, buffer)
+            neon::take_even_lines(&self.values, tap, sh * self.width, wo, buffer)
         } else {
             0
         };
         #[cfg(not(target_arch = "aarch64"))]
         let lines_done = 0;
         for (oy, out) in buffer.chunks_exact_mut(wo).enumerate().skip(lines_done) {
-            let line = &plane[(oy * sh + ky * g.dilation[0]) * self.width + kx * g.dilation[1]..];
+            let line = &self.values[tap + oy * sh * self.width..];
             match sw {
                 1 => out.copy_from_slice(&line[..wo]),
                 2 => {
@@ -575,12 +576,12 @@ impl PanelLayout {
 /// The patch matrix written straight into the kernel's packed layout, a few rows at a time:
 /// no full-size plain matrix, no second pass to pack it. Formats not known here go through
 /// the plain matrix and tract-linalg's packer. (Not inlined: profiles show it by name.)
-#[inline(never)]
-// A Box, not `&dyn`: the packed value keeps its own clone of the format.
-#[allow(clippy::borrowed_box)]
 ///
 /// With `wide`, a stride-1 convolution's matrix has the padded width's columns per output line
 /// ([`Padded::line`]). Returns the packed matrix and its columns per output line.
+#[inline(never)]
+// A Box, not `&dyn`: the packed value keeps its own clone of the format.
+#[allow(clippy::borrowed_box)]
 fn pack_patches(
     format: &Box<dyn MMMInputFormat>,
     g: &Geometry,
