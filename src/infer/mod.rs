@@ -10,6 +10,7 @@ mod onnx_weights;
 pub mod pointnet;
 pub mod sam;
 mod verified;
+pub mod winograd;
 pub mod yolo;
 
 use std::collections::BTreeMap;
@@ -210,6 +211,14 @@ impl Engine {
                 f16_pays,
             );
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
+        }
+        if !quantized && options.precision == Precision::Fp32 && std::env::var_os("LK_NOWINO").is_none() {
+            int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
+            let rewritten = winograd::convolutions(&mut typed).map_err(shape_err)?;
+            log::debug!(
+                "{}: {rewritten} 3x3 convolutions by Winograd F(4x4, 3x3)",
+                path.display()
+            );
         }
         if quantized && options.integer_kernels.enabled() {
             int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
