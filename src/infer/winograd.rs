@@ -304,6 +304,7 @@ impl Mul<f32> for Lanes {
 }
 
 /// `Bᵀ` applied to six input values (a column, then a row, of a tile).
+#[cfg(not(target_arch = "aarch64"))]
 #[inline(always)]
 fn input_1d(d: [Lanes; TILE]) -> [Lanes; TILE] {
     let a = d[4] - d[2] * 4.0;
@@ -336,6 +337,7 @@ fn output_1d(m: [Lanes; TILE]) -> [Lanes; OUT] {
 }
 
 /// `Bᵀ d B` for a 6x6 tile; position `i * 6 + j` of the result.
+#[cfg(not(target_arch = "aarch64"))]
 #[inline(always)]
 fn input_2d(d: &[[Lanes; TILE]; TILE]) -> [[Lanes; TILE]; TILE] {
     let mut e = [[Lanes::default(); TILE]; TILE];
@@ -415,57 +417,79 @@ mod neon {
         stride: usize,
         mut store: impl FnMut(usize, float32x4_t),
     ) {
-        let mut rows = [[vdupq_n_f32(0.0); TILE]; TILE];
-        for (r, row) in rows.iter_mut().enumerate() {
+        // The rows pass goes through memory: kept in registers, its 36 vectors spilled in
+        // the compiler's order, with shuffles, at ~4x the instructions. `black_box` keeps
+        // the buffer (and the second load of each row, which overlaps the first) real.
+        let mut rows = std::mem::MaybeUninit::<[f32; TILE * TILE * 4]>::uninit();
+        let buffer = rows.as_mut_ptr() as *mut f32;
+        for r in 0..TILE {
             // Columns 0-3 of each tile (stride 4), then 4-5.
             let p = src.add(r * stride);
             let a = vld4q_f32(p);
-            let b = vld4q_f32(p.add(OUT));
-            *row = input_1d([a.0, a.1, a.2, a.3, b.0, b.1]);
+            let b = vld4q_f32(std::hint::black_box(p.add(OUT)));
+            let t = input_1d([a.0, a.1, a.2, a.3, b.0, b.1]);
+            for (j, t) in t.into_iter().enumerate() {
+                vst1q_f32(buffer.add((r * TILE + j) * 4), t);
+            }
         }
+        // Every value was written above.
+        let rows = std::hint::black_box(rows.assume_init_ref());
         for j in 0..TILE {
-            let v = input_1d(std::array::from_fn(|r| rows[r][j]));
+            let v = input_1d(std::array::from_fn(|r| {
+                vld1q_f32(rows.as_ptr().add((r * TILE + j) * 4))
+            }));
             for (i, v) in v.into_iter().enumerate() {
                 store(i * TILE + j, v);
             }
         }
     }
 
-    /// `Aᵀ m A + bias` of four tiles whose 36 products are at `src`, `stride` apart, written
-    /// to the first `rows` of the output rows at `dst` (`width` apart, 16 values each).
+    /// `Aᵀ m A + bias` of four tiles whose 36 products are at `src`, `stride` apart: row `a`,
+    /// column `b` of the four tiles' outputs in `[a][b]`.
     ///
     /// # Safety
-    /// `src` must be valid for reads of 4 values at each of the 36 positions; `dst` for
-    /// writes of 16 values on each of `rows` rows.
+    /// `src` must be valid for reads of 4 values at each of the 36 positions.
     #[inline(always)]
     pub unsafe fn output_tiles(
         src: *const f32,
         stride: usize,
         bias: f32,
-        dst: *mut f32,
-        width: usize,
-        rows: usize,
-    ) {
-        let mut half = [[vdupq_n_f32(0.0); OUT]; TILE];
-        for (i, half) in half.iter_mut().enumerate() {
+    ) -> [[float32x4_t; OUT]; OUT] {
+        // As in `input_tiles`, the first pass goes through memory.
+        let mut half = std::mem::MaybeUninit::<[f32; TILE * OUT * 4]>::uninit();
+        let buffer = half.as_mut_ptr() as *mut f32;
+        for i in 0..TILE {
             let m = std::array::from_fn(|j| vld1q_f32(src.add((i * TILE + j) * stride)));
-            *half = output_1d(m);
+            for (b, v) in output_1d(m).into_iter().enumerate() {
+                vst1q_f32(buffer.add((i * OUT + b) * 4), v);
+            }
         }
+        // Every value was written above.
+        let half = std::hint::black_box(half.assume_init_ref());
         let mut y = [[vdupq_n_f32(0.0); OUT]; OUT];
         for b in 0..OUT {
-            let column = output_1d(std::array::from_fn(|i| half[i][b]));
+            let column = output_1d(std::array::from_fn(|i| {
+                vld1q_f32(half.as_ptr().add((i * OUT + b) * 4))
+            }));
             for (a, v) in column.into_iter().enumerate() {
                 y[a][b] = vaddq_f32(v, vdupq_n_f32(bias));
             }
         }
-        for (a, y) in y.iter().enumerate().take(rows) {
-            vst4q_f32(dst.add(a * width), float32x4x4_t(y[0], y[1], y[2], y[3]));
-        }
+        y
+    }
+
+    /// Output row `a` of four tiles side by side (`y[a]` of [`output_tiles`]) at `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of 16 values.
+    #[inline(always)]
+    pub unsafe fn store_row(y: &[float32x4_t; OUT], dst: *mut f32) {
+        vst4q_f32(dst, float32x4x4_t(y[0], y[1], y[2], y[3]));
     }
 }
 
 /// The input with one zero row and column before it and enough after for whole tiles, and
-/// four more columns that [`load_tile`]'s vector loads may read.
+/// two more columns, which the aarch64 loads of a row's last group of tiles read.
 struct Padded {
     values: Vec<f32>,
     height: usize,
@@ -477,7 +501,8 @@ impl Padded {
         let height = p.tiles[0] * OUT + 2;
         let width = p.tiles[1] * OUT + 4;
         let [h, w] = p.size;
-        let mut values = vec![0f32; p.channels * height * width];
+        // The slack after the last row: the vector loads of a row's last tiles read past it.
+        let mut values = vec![0f32; p.channels * height * width + OUT * LANES];
         for (plane, src) in values
             .chunks_exact_mut(height * width)
             .zip(x.chunks_exact(h * w))
@@ -497,11 +522,6 @@ impl Padded {
         }
     }
 
-    /// Row `r` of channel `c`, from column `x` on.
-    fn row(&self, c: usize, r: usize, x: usize) -> &[f32] {
-        &self.rest(c, r, x)[..self.width - x]
-    }
-
     /// Everything from row `r` column `x` of channel `c` on.
     fn rest(&self, c: usize, r: usize, x: usize) -> &[f32] {
         &self.values[(c * self.height + r) * self.width + x..]
@@ -509,25 +529,12 @@ impl Padded {
 }
 
 /// The 6x6 inputs of `lanes` tiles side by side whose first column is `x` of padded row `y`.
+#[cfg(not(target_arch = "aarch64"))]
 #[inline(always)]
 fn load_tile(padded: &Padded, c: usize, y: usize, x: usize, lanes: usize) -> [[Lanes; TILE]; TILE] {
     let mut d = [[Lanes::default(); TILE]; TILE];
     for (r, d) in d.iter_mut().enumerate() {
-        let row = padded.row(c, y + r, x);
-        #[cfg(target_arch = "aarch64")]
-        if lanes == LANES {
-            // Two de-interleaving loads read columns 0-3 and 4-5 of the four tiles (stride 4).
-            assert!(row.len() >= OUT * LANES + OUT);
-            // SAFETY: NEON is part of aarch64; the assert keeps both loads in the row.
-            unsafe {
-                use std::arch::aarch64::*;
-                let first = vld4q_f32(row.as_ptr());
-                let second = vld4q_f32(row.as_ptr().add(OUT));
-                *d = [first.0, first.1, first.2, first.3, second.0, second.1]
-                    .map(|v| Lanes(std::mem::transmute::<float32x4_t, [f32; 4]>(v)));
-            }
-            continue;
-        }
+        let row = padded.rest(c, y + r, x);
         for l in 0..lanes {
             for (col, v) in d.iter_mut().enumerate() {
                 v.0[l] = row[OUT * l + col];
@@ -646,73 +653,41 @@ impl WinogradConv {
         let [rows, cols] = p.tiles;
         let n = rows * cols;
         let r = p.panel_width;
-        let panels = n.div_ceil(r);
+        let len = n.div_ceil(r) * p.panel_len;
         let mut blobs: Vec<Blob> = (0..POSITIONS)
-            .map(|_| unsafe {
-                let mut blob =
-                    Blob::new_for_size_and_align(panels * p.panel_len * 4, p.alignment);
-                // What the tiles below do not write (lanes past the last tile, the panels'
-                // end padding) must be zeros; the rest is written.
-                let floats = std::slice::from_raw_parts_mut(
-                    blob.as_bytes_mut().as_mut_ptr() as *mut f32,
-                    panels * p.panel_len,
-                );
-                for panel in floats.chunks_exact_mut(p.panel_len) {
-                    panel[p.channels * r..].fill(0.0);
-                }
-                if let Some(last) = floats.chunks_exact_mut(p.panel_len).last() {
-                    last.fill(0.0);
-                }
-                blob
-            })
+            .map(|_| unsafe { Blob::new_for_size_and_align(len * 4, p.alignment) })
             .collect();
-        let mut dst: Vec<&mut [f32]> = blobs
+        let mut matrices: Vec<&mut [f32]> = blobs
             .iter_mut()
             .map(|b| unsafe {
-                std::slice::from_raw_parts_mut(
-                    b.as_bytes_mut().as_mut_ptr() as *mut f32,
-                    panels * p.panel_len,
-                )
+                std::slice::from_raw_parts_mut(b.as_bytes_mut().as_mut_ptr() as *mut f32, len)
             })
             .collect();
-        #[cfg(target_arch = "aarch64")]
-        let starts: [*mut f32; POSITIONS] = std::array::from_fn(|i| dst[i].as_mut_ptr());
+        for matrix in &mut matrices {
+            // What the tiles below do not write (lanes past the last tile, the panels' end
+            // padding) must be zeros; the rest is written.
+            for panel in matrix.chunks_exact_mut(p.panel_len) {
+                panel[p.channels * r..].fill(0.0);
+            }
+            if let Some(last) = matrix.chunks_exact_mut(p.panel_len).last() {
+                last.fill(0.0);
+            }
+        }
         for c in 0..p.channels {
             for ty in 0..rows {
                 for tx in (0..cols).step_by(LANES) {
                     let lanes = LANES.min(cols - tx);
                     let t = ty * cols + tx;
-                    let at = (t / r) * p.panel_len + c * r + t % r;
-                    let whole = lanes == LANES && t % r + LANES <= r;
-                    #[cfg(target_arch = "aarch64")]
-                    if whole {
-                        let row = padded.rest(c, OUT * ty, OUT * tx);
-                        assert!(row.len() >= (TILE - 1) * padded.width + OUT * LANES + OUT);
-                        assert!(at + LANES <= panels * p.panel_len);
-                        // SAFETY: the asserts keep the six rows' reads in the padded input
-                        // and the four values stored at `at` in each position's matrix.
-                        unsafe {
-                            neon::input_tiles(row.as_ptr(), padded.width, |position, v| {
-                                std::arch::aarch64::vst1q_f32(starts[position].add(at), v);
-                            });
-                        }
-                        continue;
-                    }
-                    let v = input_2d(&load_tile(padded, c, OUT * ty, OUT * tx, lanes));
-                    for (dst, v) in dst.iter_mut().zip(v.iter().flatten()) {
-                        if whole {
-                            dst[at..at + LANES].copy_from_slice(&v.0);
-                        } else {
-                            for (l, &v) in v.0[..lanes].iter().enumerate() {
-                                let t = t + l;
-                                dst[(t / r) * p.panel_len + c * r + t % r] = v;
-                            }
-                        }
-                    }
+                    // Where tile `t + l`'s value for channel `c` goes in each matrix.
+                    let at: [usize; LANES] = std::array::from_fn(|l| {
+                        let t = t + l.min(lanes - 1);
+                        (t / r) * p.panel_len + c * r + t % r
+                    });
+                    input_group(padded, c, [ty, tx], lanes, at, &mut matrices);
                 }
             }
         }
-        drop(dst);
+        drop(matrices);
         blobs
             .into_iter()
             .map(|blob| {
@@ -737,61 +712,141 @@ impl WinogradConv {
         let [rows, cols] = p.tiles;
         let [h, w] = p.size;
         let n = rows * cols;
-        let matrix = p.outputs * n;
         for (o, plane) in out.chunks_exact_mut(h * w).enumerate() {
-            let bias = p.bias[o];
             for ty in 0..rows {
                 for tx in (0..cols).step_by(LANES) {
-                    let lanes = LANES.min(cols - tx);
-                    let t = o * n + ty * cols + tx;
-                    #[cfg(target_arch = "aarch64")]
-                    if lanes == LANES && OUT * tx + OUT * LANES <= w {
-                        let rows = OUT.min(h - OUT * ty);
-                        let at = (OUT * ty) * w + OUT * tx;
-                        assert!(t + (POSITIONS - 1) * matrix + LANES <= products.len());
-                        assert!(at + (rows - 1) * w + OUT * LANES <= plane.len());
-                        // SAFETY: the asserts keep the reads and the writes in their slices.
-                        unsafe {
-                            let dst = plane.as_mut_ptr().add(at);
-                            neon::output_tiles(products.as_ptr().add(t), matrix, bias, dst, w, rows);
-                        }
-                        continue;
-                    }
-                    let m: [[Lanes; TILE]; TILE] = std::array::from_fn(|i| {
-                        std::array::from_fn(|j| {
-                            let at = (i * TILE + j) * matrix + t;
-                            let mut v = Lanes::default();
-                            v.0[..lanes].copy_from_slice(&products[at..at + lanes]);
-                            v
-                        })
-                    });
-                    let y = output_2d(&m);
-                    for (a, y) in y.iter().enumerate() {
-                        let row = OUT * ty + a;
-                        if row >= h {
-                            break;
-                        }
-                        let x = OUT * tx;
-                        let dst = &mut plane[row * w + x..(row + 1) * w];
-                        let y = y.map(|v| v + Lanes([bias; LANES]));
-                        #[cfg(target_arch = "aarch64")]
-                        if lanes == LANES && dst.len() >= OUT * LANES {
-                            // SAFETY: NEON is part of aarch64; `dst` holds the 16 values.
-                            unsafe {
-                                use std::arch::aarch64::*;
-                                let v = y.map(|v| vld1q_f32(v.0.as_ptr()));
-                                vst4q_f32(dst.as_mut_ptr(), float32x4x4_t(v[0], v[1], v[2], v[3]));
-                            }
-                            continue;
-                        }
-                        for l in 0..lanes {
-                            for (b, v) in y.iter().enumerate() {
-                                if let Some(d) = dst.get_mut(OUT * l + b) {
-                                    *d = v.0[l];
-                                }
-                            }
-                        }
-                    }
+                    let group = OutputGroup {
+                        first: o * n + ty * cols + tx,
+                        lanes: LANES.min(cols - tx),
+                        stride: p.outputs * n,
+                        bias: p.bias[o],
+                        rows: OUT.min(h - OUT * ty),
+                        x: OUT * tx,
+                        width: w,
+                    };
+                    group.write(products, &mut plane[OUT * ty * w..]);
+                }
+            }
+        }
+    }
+}
+
+/// Transforms the `lanes` tiles from tile column `tile[1]` of tile row `tile[0]`, channel `c`,
+/// into each position's matrix at `at` (per lane; `at[0]` onwards when they are adjacent).
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn input_group(
+    padded: &Padded,
+    c: usize,
+    tile: [usize; 2],
+    lanes: usize,
+    at: [usize; LANES],
+    matrices: &mut [&mut [f32]],
+) {
+    use std::arch::aarch64::*;
+    let src = padded.rest(c, OUT * tile[0], OUT * tile[1]);
+    assert!(src.len() >= (TILE - 1) * padded.width + OUT * LANES + OUT);
+    let len = matrices[0].len();
+    assert!(matrices.len() == POSITIONS && matrices.iter().all(|m| m.len() == len));
+    let starts: [*mut f32; POSITIONS] = std::array::from_fn(|i| matrices[i].as_ptr() as *mut f32);
+    let adjacent = lanes == LANES && at[LANES - 1] == at[0] + LANES - 1;
+    assert!(at[0] + LANES <= len && at.iter().all(|&a| a < len));
+    // SAFETY: the asserts keep the six rows' reads in the padded input (its slack covers the
+    // lanes past a row's last tile) and every store in its matrix.
+    unsafe {
+        if adjacent {
+            neon::input_tiles(src.as_ptr(), padded.width, |position, v| {
+                vst1q_f32(starts[position].add(at[0]), v);
+            });
+        } else {
+            neon::input_tiles(src.as_ptr(), padded.width, |position, v| {
+                let values: [f32; LANES] = std::mem::transmute(v);
+                for (l, &value) in values[..lanes].iter().enumerate() {
+                    *starts[position].add(at[l]) = value;
+                }
+            });
+        }
+    }
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+#[inline(always)]
+fn input_group(
+    padded: &Padded,
+    c: usize,
+    tile: [usize; 2],
+    lanes: usize,
+    at: [usize; LANES],
+    matrices: &mut [&mut [f32]],
+) {
+    let v = input_2d(&load_tile(padded, c, OUT * tile[0], OUT * tile[1], lanes));
+    for (matrix, v) in matrices.iter_mut().zip(v.iter().flatten()) {
+        for (l, &value) in v.0[..lanes].iter().enumerate() {
+            matrix[at[l]] = value;
+        }
+    }
+}
+
+/// Up to four tiles side by side of one output channel, for the output transform.
+struct OutputGroup {
+    /// The first tile's index in position 0's product matrix.
+    first: usize,
+    lanes: usize,
+    /// Between positions' product matrices.
+    stride: usize,
+    bias: f32,
+    /// Output rows the tiles cover (the last tile row may cover fewer than four).
+    rows: usize,
+    /// The first tile's first output column, and the output's width.
+    x: usize,
+    width: usize,
+}
+
+impl OutputGroup {
+    /// `Aᵀ m A + bias` of the group into `dst`, the output plane from the group's first row.
+    #[inline(always)]
+    fn write(&self, products: &[f32], dst: &mut [f32]) {
+        #[cfg(target_arch = "aarch64")]
+        if self.first + (POSITIONS - 1) * self.stride + LANES <= products.len() {
+            // SAFETY: the condition keeps the 36 four-value reads in `products`.
+            let y = unsafe { neon::output_tiles(products.as_ptr().add(self.first), self.stride, self.bias) };
+            let whole = self.lanes == LANES && self.x + OUT * LANES <= self.width;
+            for (a, y) in y.iter().enumerate().take(self.rows) {
+                let row = &mut dst[a * self.width + self.x..(a + 1) * self.width];
+                if whole {
+                    assert!(row.len() >= OUT * LANES);
+                    // SAFETY: the assert keeps the 16 values in the row.
+                    unsafe { neon::store_row(y, row.as_mut_ptr()) };
+                } else {
+                    // SAFETY: a float32x4_t is four f32.
+                    let y: [[f32; LANES]; OUT] = unsafe { std::mem::transmute(*y) };
+                    self.scatter(&y.map(Lanes), row);
+                }
+            }
+            return;
+        }
+        let m: [[Lanes; TILE]; TILE] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                let at = self.first + (i * TILE + j) * self.stride;
+                let mut v = Lanes::default();
+                v.0[..self.lanes].copy_from_slice(&products[at..at + self.lanes]);
+                v
+            })
+        });
+        let y = output_2d(&m);
+        for (a, y) in y.iter().enumerate().take(self.rows) {
+            let row = &mut dst[a * self.width + self.x..(a + 1) * self.width];
+            self.scatter(&y.map(|v| v + Lanes([self.bias; LANES])), row);
+        }
+    }
+
+    /// One output row of the group's tiles, `y[b]` lane `l` at column `4 l + b` of `row`
+    /// (past the output's width, dropped).
+    fn scatter(&self, y: &[Lanes; OUT], row: &mut [f32]) {
+        for l in 0..self.lanes {
+            for (b, v) in y.iter().enumerate() {
+                if let Some(d) = row.get_mut(OUT * l + b) {
+                    *d = v.0[l];
                 }
             }
         }
