@@ -673,21 +673,27 @@ impl WinogradConv {
                 last.fill(0.0);
             }
         }
+        let matrices = Matrices {
+            starts: std::array::from_fn(|i| matrices[i].as_mut_ptr()),
+            len,
+        };
         for c in 0..p.channels {
             for ty in 0..rows {
                 for tx in (0..cols).step_by(LANES) {
                     let lanes = LANES.min(cols - tx);
                     let t = ty * cols + tx;
-                    // Where tile `t + l`'s value for channel `c` goes in each matrix.
+                    // Where tile `t + l`'s value for channel `c` goes in each matrix: lane
+                    // `t % r` of panel `t / r`, or on in the next panel.
+                    let (panel, lane) = (t / r, t % r);
                     let at: [usize; LANES] = std::array::from_fn(|l| {
-                        let t = t + l.min(lanes - 1);
-                        (t / r) * p.panel_len + c * r + t % r
+                        let lane = lane + l.min(lanes - 1);
+                        let (panel, lane) = if lane < r { (panel, lane) } else { (panel + 1, lane - r) };
+                        panel * p.panel_len + c * r + lane
                     });
-                    input_group(padded, c, [ty, tx], lanes, at, &mut matrices);
+                    input_group(padded, c, [ty, tx], lanes, at, &matrices);
                 }
             }
         }
-        drop(matrices);
         blobs
             .into_iter()
             .map(|blob| {
@@ -731,6 +737,12 @@ impl WinogradConv {
     }
 }
 
+/// The 36 packed matrices the input transform writes, `len` floats each.
+struct Matrices {
+    starts: [*mut f32; POSITIONS],
+    len: usize,
+}
+
 /// Transforms the `lanes` tiles from tile column `tile[1]` of tile row `tile[0]`, channel `c`,
 /// into each position's matrix at `at` (per lane; `at[0]` onwards when they are adjacent).
 #[cfg(target_arch = "aarch64")]
@@ -741,16 +753,14 @@ fn input_group(
     tile: [usize; 2],
     lanes: usize,
     at: [usize; LANES],
-    matrices: &mut [&mut [f32]],
+    matrices: &Matrices,
 ) {
     use std::arch::aarch64::*;
     let src = padded.rest(c, OUT * tile[0], OUT * tile[1]);
     assert!(src.len() >= (TILE - 1) * padded.width + OUT * LANES + OUT);
-    let len = matrices[0].len();
-    assert!(matrices.len() == POSITIONS && matrices.iter().all(|m| m.len() == len));
-    let starts: [*mut f32; POSITIONS] = std::array::from_fn(|i| matrices[i].as_ptr() as *mut f32);
+    assert!(at[0] + LANES <= matrices.len && at.iter().all(|&a| a < matrices.len));
     let adjacent = lanes == LANES && at[LANES - 1] == at[0] + LANES - 1;
-    assert!(at[0] + LANES <= len && at.iter().all(|&a| a < len));
+    let starts = &matrices.starts;
     // SAFETY: the asserts keep the six rows' reads in the padded input (its slack covers the
     // lanes past a row's last tile) and every store in its matrix.
     unsafe {
@@ -777,12 +787,14 @@ fn input_group(
     tile: [usize; 2],
     lanes: usize,
     at: [usize; LANES],
-    matrices: &mut [&mut [f32]],
+    matrices: &Matrices,
 ) {
     let v = input_2d(&load_tile(padded, c, OUT * tile[0], OUT * tile[1], lanes));
-    for (matrix, v) in matrices.iter_mut().zip(v.iter().flatten()) {
+    assert!(at.iter().all(|&a| a < matrices.len));
+    for (&start, v) in matrices.starts.iter().zip(v.iter().flatten()) {
         for (l, &value) in v.0[..lanes].iter().enumerate() {
-            matrix[at[l]] = value;
+            // SAFETY: the assert keeps the store in the matrix.
+            unsafe { *start.add(at[l]) = value };
         }
     }
 }
