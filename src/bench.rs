@@ -8,7 +8,7 @@ use crate::decode::yolo::DecodeParams;
 use crate::health::Health;
 use crate::infer::yolo::{ModelChoice, StageTimes, YoloDetector};
 use crate::infer::Precision;
-use crate::infer::{EngineOptions, IntegerKernels, ModelError};
+use crate::infer::{Conv3x3, EngineOptions, IntegerKernels, ModelError};
 use crate::sink::{PublishError, Publisher, PublisherStats};
 use crate::source::{FrameSource, PixelFormat, RawFrame};
 use crate::stats::{ms, Percentiles};
@@ -38,6 +38,8 @@ pub struct BenchSpec {
     pub camera: (PixelFormat, u32, u32),
     /// A quantized model's convolutions on integer kernels (see `EngineOptions`).
     pub integer_kernels: IntegerKernels,
+    /// An f32 model's stride-1 3x3 convolutions (see `EngineOptions`).
+    pub conv3x3: Conv3x3,
 }
 
 /// Results for one configuration.
@@ -120,6 +122,7 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
             threads: spec.threads,
             precision: spec.precision,
             integer_kernels: spec.integer_kernels,
+            conv3x3: spec.conv3x3,
         },
     )?;
     let load = t0.elapsed();

@@ -7,7 +7,7 @@ use lookout::bench::{run as bench_one, BenchReport, BenchSpec};
 use lookout::config::BoardConfig;
 use lookout::decode::yolo::DecodeParams;
 use lookout::infer::yolo::ModelChoice;
-use lookout::infer::{IntegerKernels, Precision};
+use lookout::infer::{Conv3x3, IntegerKernels, Precision};
 use lookout::source::replay::{expand_inputs, load_frame};
 use lookout::source::PixelFormat;
 use std::path::PathBuf;
@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// them in one run.
     #[arg(long, default_value = "auto", value_parser = ["auto", "integer", "tract"])]
     pub int8_kernels: String,
+    /// How an f32 model's stride-1 3x3 convolutions run: `winograd` (Winograd's F(4x4, 3x3)),
+    /// `tract` (im2col and a matrix product) or `auto` (winograd on aarch64, tract elsewhere).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "winograd", "tract"])]
+    pub conv3x3: String,
     /// Timed iterations per configuration.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
@@ -347,6 +351,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         "integer" => IntegerKernels::On,
                         "tract" => IntegerKernels::Off,
                         _ => IntegerKernels::Auto,
+                    },
+                    conv3x3: match args.conv3x3.as_str() {
+                        "winograd" => Conv3x3::Winograd,
+                        "tract" => Conv3x3::Tract,
+                        _ => Conv3x3::Auto,
                     },
                 };
                 let report = bench_one(&spec, &frames)?;

@@ -100,6 +100,31 @@ pub struct EngineOptions {
     pub precision: Precision,
     /// For a quantized model: whether its convolutions run on integer kernels ([`int8`]).
     pub integer_kernels: IntegerKernels,
+    /// For an f32 model: how its stride-1 3x3 convolutions run ([`winograd`]).
+    pub conv3x3: Conv3x3,
+}
+
+/// How an f32 model's stride-1 3x3 convolutions run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Conv3x3 {
+    /// By Winograd's F(4x4, 3x3) where it pays: aarch64, where tract's f32 matrix kernel is
+    /// what a frame spends most on (a YOLO11n frame on a Cortex-A72: 1.505 G -> 1.19 G
+    /// instructions). On x86, tract's AVX-512 kernels leave the transforms nothing to win.
+    #[default]
+    Auto,
+    Winograd,
+    /// As tract optimises them: im2col and one matrix product each.
+    Tract,
+}
+
+impl Conv3x3 {
+    pub fn winograd(self) -> bool {
+        match self {
+            Conv3x3::Auto => cfg!(target_arch = "aarch64"),
+            Conv3x3::Winograd => true,
+            Conv3x3::Tract => false,
+        }
+    }
 }
 
 /// Where a quantized model's convolutions run.
@@ -134,6 +159,7 @@ impl Default for EngineOptions {
             threads: 1,
             precision: Precision::Fp32,
             integer_kernels: IntegerKernels::Auto,
+            conv3x3: Conv3x3::Auto,
         }
     }
 }
@@ -212,11 +238,12 @@ impl Engine {
             );
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
-        if !quantized && options.precision == Precision::Fp32 && std::env::var_os("LK_NOWINO").is_none() {
+        let mut winograd = 0;
+        if !quantized && options.precision == Precision::Fp32 && options.conv3x3.winograd() {
             int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
-            let rewritten = winograd::convolutions(&mut typed).map_err(shape_err)?;
+            winograd = winograd::convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
-                "{}: {rewritten} 3x3 convolutions by Winograd F(4x4, 3x3)",
+                "{}: {winograd} 3x3 convolutions by Winograd F(4x4, 3x3)",
                 path.display()
             );
         }
@@ -232,7 +259,12 @@ impl Engine {
                 rewrite.quantizations
             );
         }
-        let (plan, state) = runnable(typed, options).map_err(shape_err)?;
+        let (plan, state) = if winograd > 0 {
+            winograd::without_direct_spatial(|| runnable(typed, options))
+        } else {
+            runnable(typed, options)
+        }
+        .map_err(shape_err)?;
         // Report what runs: a quantized file given as the model at fp32 still runs int8.
         let precision = match options.precision {
             Precision::Fp32 if quantized => Precision::Int8,

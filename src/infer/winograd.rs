@@ -25,6 +25,7 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::PackedFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -62,6 +63,19 @@ pub fn convolutions(model: &mut TypedModel) -> TractResult<usize> {
         rewritten += 1;
     }
     Ok(rewritten)
+}
+
+/// Runs `optimise` with tract's direct spatial convolution off. tract takes it for the
+/// first two (wide, stride-2) convolutions of a detector; on aarch64 its kernel does ~1.1
+/// multiply-adds per instruction where im2col and the matrix kernel do ~3 (YOLO11n on a
+/// Cortex-A72: 149 M instructions a frame against ~78 M). Off only where the Winograd op
+/// runs, which is where those figures were measured.
+pub fn without_direct_spatial<R>(optimise: impl FnOnce() -> R) -> R {
+    match KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", "true")]) {
+        Ok(scope) => scope.enter(optimise),
+        // A tract without that knob has no direct spatial convolution to turn off.
+        Err(_) => optimise(),
+    }
 }
 
 /// The op for node `id` when it is a convolution this op computes (`Some(None)`: it is one,
@@ -840,9 +854,13 @@ impl OutputGroup {
         let m: [[Lanes; TILE]; TILE] = std::array::from_fn(|i| {
             std::array::from_fn(|j| {
                 let at = self.first + (i * TILE + j) * self.stride;
-                let mut v = Lanes::default();
-                v.0[..self.lanes].copy_from_slice(&products[at..at + self.lanes]);
-                v
+                // Four values at once (a fixed-size copy) where they are there to read.
+                match products.get(at..at + LANES) {
+                    Some(four) => Lanes(four.try_into().expect("four values")),
+                    None => Lanes(std::array::from_fn(|l| {
+                        products.get(at + l).copied().unwrap_or_default()
+                    })),
+                }
             })
         });
         let y = output_2d(&m);
