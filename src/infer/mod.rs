@@ -468,6 +468,8 @@ impl Engine {
                 }
             } else if let Some(conv) = node.op_as::<int8::IntegerConv>() {
                 *kernels.entry(conv.kernel().to_string()).or_insert(0) += 1;
+            } else if let Some(conv) = node.op_as::<winograd::WinogradConv>() {
+                *kernels.entry(conv.kernel().to_string()).or_insert(0) += 1;
             }
         }
         kernels

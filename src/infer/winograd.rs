@@ -651,10 +651,9 @@ impl WinogradConv {
             }
         }
         let mut out = unsafe { Tensor::uninitialized::<f32>(&p.output_shape)? };
-        self.transform_output(
-            products.try_as_plain_ram()?.as_slice::<f32>()?,
-            unsafe { out.as_slice_mut_unchecked::<f32>() },
-        );
+        self.transform_output(products.try_as_plain_ram()?.as_slice::<f32>()?, unsafe {
+            out.as_slice_mut_unchecked::<f32>()
+        });
         Ok(out)
     }
 
@@ -701,7 +700,11 @@ impl WinogradConv {
                     let (panel, lane) = (t / r, t % r);
                     let at: [usize; LANES] = std::array::from_fn(|l| {
                         let lane = lane + l.min(lanes - 1);
-                        let (panel, lane) = if lane < r { (panel, lane) } else { (panel + 1, lane - r) };
+                        let (panel, lane) = if lane < r {
+                            (panel, lane)
+                        } else {
+                            (panel + 1, lane - r)
+                        };
                         panel * p.panel_len + c * r + lane
                     });
                     input_group(padded, c, [ty, tx], lanes, at, &matrices);
@@ -835,7 +838,9 @@ impl OutputGroup {
         #[cfg(target_arch = "aarch64")]
         if self.first + (POSITIONS - 1) * self.stride + LANES <= products.len() {
             // SAFETY: the condition keeps the 36 four-value reads in `products`.
-            let y = unsafe { neon::output_tiles(products.as_ptr().add(self.first), self.stride, self.bias) };
+            let y = unsafe {
+                neon::output_tiles(products.as_ptr().add(self.first), self.stride, self.bias)
+            };
             let whole = self.lanes == LANES && self.x + OUT * LANES <= self.width;
             for (a, y) in y.iter().enumerate().take(self.rows) {
                 let row = &mut dst[a * self.width + self.x..(a + 1) * self.width];
@@ -889,7 +894,9 @@ mod tests {
 
     /// A deterministic pseudo-random value in [-1, 1).
     fn noise(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 23) as f32) - 1.0
     }
 
@@ -930,7 +937,12 @@ mod tests {
             .expect("an f32 kernel");
         let input = tensor1(&x).into_shape(&[1, c, h, w]).unwrap();
         let got = op.run(&input).unwrap();
-        let got = got.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        let got = got
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
         let want = direct(&x, &k, &bias, c, h, w);
         // Sums of c*9 products of values up to 0.3: bound the error by the sum's size.
         let scale = (c * 9) as f64 * 0.3;
@@ -966,7 +978,9 @@ mod tests {
             let k = model
                 .add_const("k", Tensor::zero::<f32>(&[4, 4, kernel, kernel]).unwrap())
                 .unwrap();
-            let b = model.add_const("b", Tensor::zero::<f32>(&[4]).unwrap()).unwrap();
+            let b = model
+                .add_const("b", Tensor::zero::<f32>(&[4]).unwrap())
+                .unwrap();
             let pad = kernel / 2;
             let conv = Conv {
                 pool_spec: PoolSpec {
