@@ -117,6 +117,7 @@ fn integer_kernels_detect_what_the_qdq_graph_detects() {
             } else {
                 IntegerKernels::Off
             },
+            ..EngineOptions::default()
         };
         YoloDetector::load(choice.clone(), Some((640, 384)), &options).expect("load yolo11n")
     };
