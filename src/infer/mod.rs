@@ -239,8 +239,10 @@ impl Engine {
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
         let mut winograd = 0;
+        let mut decluttered = false;
         if !quantized && options.precision == Precision::Fp32 && options.conv3x3.winograd() {
             int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
+            decluttered = true;
             winograd = winograd::convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
                 "{}: {winograd} 3x3 convolutions by Winograd F(4x4, 3x3)",
@@ -249,6 +251,7 @@ impl Engine {
         }
         if quantized && options.integer_kernels.enabled() {
             int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
+            decluttered = true;
             let rewrite = int8::integer_convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
                 "{}: {} convolutions on integer kernels ({}), {} quantizations folded in, {} vectorised",
@@ -260,9 +263,9 @@ impl Engine {
             );
         }
         let (plan, state) = if winograd > 0 {
-            winograd::without_direct_spatial(|| runnable(typed, options))
+            winograd::without_direct_spatial(|| runnable(typed, options, decluttered))
         } else {
-            runnable(typed, options)
+            runnable(typed, options, decluttered)
         }
         .map_err(shape_err)?;
         // Report what runs: a quantized file given as the model at fp32 still runs int8.
@@ -318,7 +321,7 @@ impl Engine {
         }
         let quantized = is_quantized(&model);
         let typed = model.into_typed().map_err(shape_err)?;
-        let (plan, state) = runnable(typed, options).map_err(shape_err)?;
+        let (plan, state) = runnable(typed, options, false).map_err(shape_err)?;
         Ok(Engine {
             path: path.to_path_buf(),
             plan,
@@ -557,10 +560,14 @@ fn read_onnx(path: &Path, bytes: &[u8]) -> Result<InferenceModel, ModelError> {
 
 /// Optimises `typed` and builds its plan and run state with the executor `options` ask for.
 fn runnable(
-    typed: TypedModel,
+    mut typed: TypedModel,
     options: &EngineOptions,
+    decluttered: bool,
 ) -> TractResult<(Arc<TypedRunnableModel>, TypedSimpleState)> {
-    let mut typed = typed.into_optimized()?;
+    if !decluttered {
+        typed.declutter()?;
+    }
+    typed.optimize()?;
     half_cast::vectorised_casts(&mut typed)?;
     int8::fold_tables(&mut typed)?;
     // Every compute thread count of every command passes here: bound it by the cores present.
