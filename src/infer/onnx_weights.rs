@@ -9,7 +9,7 @@
 //! an f32 initializer. The integer pass later reads the int8 weights back from exactly these
 //! values (`int8::weights`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
@@ -20,6 +20,11 @@ pub fn dequantize_initializers(graph: &mut GraphProto) -> usize {
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     let mut folded = Vec::new();
     let mut removed = vec![false; graph.node.len()];
+    let initializers: HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     for (i, node) in graph.node.iter().enumerate() {
         if node.op_type != "DequantizeLinear"
             || !(node.domain.is_empty() || node.domain == "ai.onnx")
@@ -28,11 +33,12 @@ pub fn dequantize_initializers(graph: &mut GraphProto) -> usize {
         {
             continue;
         }
-        if let Some(tensor) = dequantized(graph, node) {
+        if let Some(tensor) = dequantized(&initializers, node) {
             folded.push(tensor);
             removed[i] = true;
         }
     }
+    drop(initializers);
     let count = folded.len();
     // The inputs of the folded nodes: constants that may now be read by nothing.
     let mut candidates: HashSet<String> = HashSet::new();
@@ -60,8 +66,11 @@ pub fn dequantize_initializers(graph: &mut GraphProto) -> usize {
 }
 
 /// The f32 initializer `node` would compute, or `None`.
-fn dequantized(graph: &GraphProto, node: &NodeProto) -> Option<TensorProto> {
-    let initializer = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+fn dequantized(
+    initializers: &HashMap<&str, &TensorProto>,
+    node: &NodeProto,
+) -> Option<TensorProto> {
+    let initializer = |name: &str| initializers.get(name).copied();
     let x = initializer(node.input.first()?)?;
     let scale = floats(initializer(node.input.get(1)?)?)?;
     let values = integers(x)?;
@@ -100,15 +109,21 @@ fn dequantized(graph: &GraphProto, node: &NodeProto) -> Option<TensorProto> {
         (zero_point.len() == 1 || zero_point.len() == channels).then_some(())?;
         dims[axis + 1..].iter().product()
     };
-    let mut raw = Vec::with_capacity(values.len() * 4);
-    // Runs of `inner` values share a channel; channels repeat along the outer axes.
-    for (run, values) in values.chunks(inner.max(1)).enumerate() {
+    let mut raw = vec![0u8; values.len() * 4];
+    // Runs of `inner` values share a channel; channels repeat along the outer axes. (Written
+    // through fixed-size chunks: one store per value, no growth checks.)
+    let inner = inner.max(1);
+    for (run, (values, raw)) in values
+        .chunks(inner)
+        .zip(raw.chunks_mut(inner * 4))
+        .enumerate()
+    {
         let c = run % channels;
         let zp = zero_point[if zero_point.len() == 1 { 0 } else { c }] as f32;
         let scale = scale[c];
-        for &v in values {
+        for (&v, out) in values.iter().zip(raw.chunks_exact_mut(4)) {
             // tract's order: cast to f32, subtract the zero point, multiply by the scale.
-            raw.extend_from_slice(&((v as f32 - zp) * scale).to_le_bytes());
+            out.copy_from_slice(&((v as f32 - zp) * scale).to_le_bytes());
         }
     }
     Some(TensorProto {
