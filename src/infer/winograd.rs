@@ -696,18 +696,20 @@ impl WinogradConv {
                     let lanes = LANES.min(cols - tx);
                     let t = ty * cols + tx;
                     // Where tile `t + l`'s value for channel `c` goes in each matrix: lane
-                    // `t % r` of panel `t / r`, or on in the next panel.
-                    let (panel, lane) = (t / r, t % r);
+                    // `t % r` of panel `t / r`, the next lanes after it, on into the next
+                    // panels (a kernel's panels may be narrower than four tiles).
+                    let (mut panel, mut lane) = (t / r, t % r);
                     let at: [usize; LANES] = std::array::from_fn(|l| {
-                        let lane = lane + l.min(lanes - 1);
-                        let (panel, lane) = if lane < r {
-                            (panel, lane)
-                        } else {
-                            (panel + 1, lane - r)
-                        };
+                        if l > 0 && l < lanes {
+                            lane += 1;
+                            if lane == r {
+                                (panel, lane) = (panel + 1, 0);
+                            }
+                        }
                         panel * p.panel_len + c * r + lane
                     });
-                    input_group(padded, c, [ty, tx], lanes, at, &matrices);
+                    let adjacent = lanes == LANES && t % r + LANES <= r;
+                    input_group(padded, c, [ty, tx], lanes, (at, adjacent), &matrices);
                 }
             }
         }
@@ -761,7 +763,7 @@ struct Matrices {
 }
 
 /// Transforms the `lanes` tiles from tile column `tile[1]` of tile row `tile[0]`, channel `c`,
-/// into each position's matrix at `at` (per lane; `at[0]` onwards when they are adjacent).
+/// into each position's matrix at `at` (per lane; with `adjacent`, `at[0]` onwards).
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
 fn input_group(
@@ -769,14 +771,14 @@ fn input_group(
     c: usize,
     tile: [usize; 2],
     lanes: usize,
-    at: [usize; LANES],
+    (at, adjacent): ([usize; LANES], bool),
     matrices: &Matrices,
 ) {
     use std::arch::aarch64::*;
     let src = padded.rest(c, OUT * tile[0], OUT * tile[1]);
     assert!(src.len() >= (TILE - 1) * padded.width + OUT * LANES + OUT);
-    assert!(at[0] + LANES <= matrices.len && at.iter().all(|&a| a < matrices.len));
-    let adjacent = lanes == LANES && at[LANES - 1] == at[0] + LANES - 1;
+    assert!(at.iter().all(|&a| a < matrices.len));
+    assert!(!adjacent || at[0] + LANES <= matrices.len);
     let starts = &matrices.starts;
     // SAFETY: the asserts keep the six rows' reads in the padded input (its slack covers the
     // lanes past a row's last tile) and every store in its matrix.
@@ -803,7 +805,7 @@ fn input_group(
     c: usize,
     tile: [usize; 2],
     lanes: usize,
-    at: [usize; LANES],
+    (at, _): ([usize; LANES], bool),
     matrices: &Matrices,
 ) {
     let v = input_2d(&load_tile(padded, c, OUT * tile[0], OUT * tile[1], lanes));
