@@ -133,7 +133,7 @@ fn candidate(
         n if n == o => bias,
         _ => return Ok(None),
     };
-    if kernel.len() != o * c * 9 {
+    if kernel.len() != o * c * 9 || transformed_bytes(c, o, [h, w]) > MAX_TRANSFORMED_BYTES {
         return Ok(None);
     }
     Ok(Some(WinogradConv::new(
@@ -143,6 +143,18 @@ fn candidate(
         &bias,
         out_shape,
     )?))
+}
+
+/// The most a convolution's transformed input and products may take while it runs. YOLO11n's
+/// largest take 7.4 MB (640x640); MobileSAM's 256-channel neck convolution on its 64x64 map
+/// would take 75 MB on top of the encoder's activations, against a 300 MB budget for a run
+/// with the segmenter on (docs/performance.md#memory): it stays on tract's im2col.
+const MAX_TRANSFORMED_BYTES: usize = 16 << 20;
+
+/// Bytes of the 36 transformed input matrices and the 36 product matrices of a convolution.
+fn transformed_bytes(channels: usize, outputs: usize, size: [usize; 2]) -> usize {
+    let tiles = size[0].div_ceil(OUT) * size[1].div_ceil(OUT);
+    POSITIONS * (channels + outputs) * tiles * 4
 }
 
 /// An f32 constant's values.
@@ -972,16 +984,19 @@ mod tests {
     }
 
     #[test]
-    fn takes_only_stride_one_three_by_three_convolutions() {
+    fn takes_only_stride_one_three_by_three_convolutions_within_the_memory_bound() {
         use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
-        let build = |stride: usize, kernel: usize| {
+        let build_sized = |stride: usize, kernel: usize, channels: usize, size: usize| {
             let mut model = TypedModel::default();
-            let x = model.add_source("x", f32::fact([1, 4, 8, 8])).unwrap();
+            let x = model
+                .add_source("x", f32::fact([1, channels, size, size]))
+                .unwrap();
+            let weights = [channels, channels, kernel, kernel];
             let k = model
-                .add_const("k", Tensor::zero::<f32>(&[4, 4, kernel, kernel]).unwrap())
+                .add_const("k", Tensor::zero::<f32>(&weights).unwrap())
                 .unwrap();
             let b = model
-                .add_const("b", Tensor::zero::<f32>(&[4]).unwrap())
+                .add_const("b", Tensor::zero::<f32>(&[channels]).unwrap())
                 .unwrap();
             let pad = kernel / 2;
             let conv = Conv {
@@ -991,8 +1006,8 @@ mod tests {
                     padding: PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad)),
                     dilations: None,
                     strides: Some(tvec!(stride, stride)),
-                    input_channels: 4,
-                    output_channels: 4,
+                    input_channels: channels,
+                    output_channels: channels,
                 },
                 kernel_fmt: KernelFormat::OIHW,
                 group: 1,
@@ -1002,7 +1017,11 @@ mod tests {
             model.select_output_outlets(&y).unwrap();
             convolutions(&mut model).unwrap()
         };
+        let build = |stride: usize, kernel: usize| build_sized(stride, kernel, 4, 8);
         assert_eq!(build(1, 3), 1);
+        // YOLO11n's largest (64 channels on 80x80) is taken, MobileSAM's neck is not.
+        assert_eq!(build_sized(1, 3, 64, 80), 1);
+        assert_eq!(build_sized(1, 3, 256, 64), 0);
         assert_eq!(build(2, 3), 0);
         assert_eq!(build(1, 5), 0);
         assert_eq!(build(1, 1), 0);
