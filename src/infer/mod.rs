@@ -3,6 +3,7 @@
 //! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
 pub mod detector;
+mod graph;
 mod half_cast;
 pub mod int8;
 pub mod onnx_metadata;

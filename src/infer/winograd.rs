@@ -29,6 +29,8 @@ use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::graph::{chw, constant, per_channel};
+
 /// Output pixels a tile computes along each axis, and the input it reads.
 const OUT: usize = 4;
 const TILE: usize = OUT + 2;
@@ -128,10 +130,8 @@ fn candidate(
     ) else {
         return Ok(None);
     };
-    let bias = match bias.len() {
-        1 => vec![bias[0]; o],
-        n if n == o => bias,
-        _ => return Ok(None),
+    let Some(bias) = per_channel(bias, o) else {
+        return Ok(None);
     };
     if kernel.len() != o * c * 9 || transformed_bytes(c, o, [h, w]) > MAX_TRANSFORMED_BYTES {
         return Ok(None);
@@ -155,25 +155,6 @@ const MAX_TRANSFORMED_BYTES: usize = 16 << 20;
 fn transformed_bytes(channels: usize, outputs: usize, size: [usize; 2]) -> usize {
     let tiles = size[0].div_ceil(OUT) * size[1].div_ceil(OUT);
     POSITIONS * (channels + outputs) * tiles * 4
-}
-
-/// An f32 constant's values.
-fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
-    let fact = model.outlet_fact(outlet)?;
-    match fact.konst.as_ref() {
-        Some(k) if k.datum_type() == f32::datum_type() => {
-            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Channels, height and width of a one-image activation (CHW, or NCHW with N = 1).
-fn chw(shape: &[usize]) -> Option<[usize; 3]> {
-    match shape {
-        [c, h, w] | [1, c, h, w] => Some([*c, *h, *w]),
-        _ => None,
-    }
 }
 
 #[derive(Debug)]

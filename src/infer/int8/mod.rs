@@ -18,6 +18,8 @@ pub use quantize::QuantizeU8;
 pub use weights::QuantizedWeights;
 
 use tract_onnx::tract_core::internal::*;
+
+use super::graph::{chw, constant, per_channel};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -220,26 +222,6 @@ fn dequantized(
     )))
 }
 
-/// An f32 constant's values.
-fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
-    let fact = model.outlet_fact(outlet)?;
-    let Some(k) = fact.konst.as_ref() else {
-        return Ok(None);
-    };
-    if k.datum_type() != f32::datum_type() {
-        return Ok(None);
-    }
-    Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
-}
-
-/// Channels, height and width of a one-image activation (CHW, or NCHW with N = 1).
-fn chw(shape: &[usize]) -> Option<[usize; 3]> {
-    match shape {
-        [c, h, w] | [1, c, h, w] => Some([*c, *h, *w]),
-        _ => None,
-    }
-}
-
 fn conv_2d(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Found>> {
     let spec = &conv.pool_spec;
     if conv.q_params.is_some()
@@ -270,10 +252,8 @@ fn conv_2d(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opt
     ) else {
         return Ok(None);
     };
-    let bias = match bias.len() {
-        1 => vec![bias[0]; o],
-        n if n == o => bias,
-        _ => return Ok(None),
+    let Some(bias) = per_channel(bias, o) else {
+        return Ok(None);
     };
     let strides = spec.strides.clone().unwrap_or_else(|| tvec![1, 1]);
     let dilations = spec.dilations.clone().unwrap_or_else(|| tvec![1, 1]);

@@ -1,0 +1,33 @@
+//! What lookout's graph passes (the integer and Winograd convolutions) read off tract's typed
+//! model: constant weights, activation shapes, per-channel biases.
+
+use tract_onnx::prelude::*;
+
+/// An f32 constant's values, or `None` for a wire that is not one.
+pub fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
+    let fact = model.outlet_fact(outlet)?;
+    match fact.konst.as_ref() {
+        Some(k) if k.datum_type() == f32::datum_type() => {
+            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Channels, height and width of a one-image activation (CHW, or NCHW with N = 1).
+pub fn chw(shape: &[usize]) -> Option<[usize; 3]> {
+    match shape {
+        [c, h, w] | [1, c, h, w] => Some([*c, *h, *w]),
+        _ => None,
+    }
+}
+
+/// A convolution's bias as one value per output channel: a single value is broadcast, any
+/// other count than `outputs` is `None`.
+pub fn per_channel(bias: Vec<f32>, outputs: usize) -> Option<Vec<f32>> {
+    match bias.len() {
+        1 => Some(vec![bias[0]; outputs]),
+        n if n == outputs => Some(bias),
+        _ => None,
+    }
+}
