@@ -416,3 +416,70 @@ fn int8_mobilesam_without_the_quantized_pair_names_the_command_that_makes_it() {
         "{msg}"
     );
 }
+
+/// Carrying each `QuantizeLinear` back to the uint8 values it is a function of (through the
+/// C3k2 blocks' splits and concatenations, the upsamplings and SPPF's poolings) changes
+/// nothing YOLO11n computes: decluttered as lookout runs it, with and without the pass, the
+/// int8 model's output is the same bit for bit on a sample photo, and the f32 SiLU between
+/// quantized layers is gone but for what the kept-fp32 head reads. At 320x320 so it also runs
+/// as aarch64 code under qemu.
+#[test]
+fn quantizations_carried_to_their_sources_change_no_output_bit() {
+    use lookout::preprocess::letterbox::{letterbox_nchw, Letterbox, Normalisation};
+    use tract_onnx::prelude::*;
+
+    // As lookout reads it: the file's value shapes (640x640) are not kept.
+    let mut typed = tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true)
+        .model_for_path(common::yolo11n_int8())
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, 320, 320]).into())
+        .unwrap()
+        .into_typed()
+        .unwrap();
+    lookout::infer::int8::declutter_keeping_layout(&mut typed).unwrap();
+    let mut carried = typed.clone();
+    let moved = lookout::infer::int8::quantize_at_sources(&mut carried).unwrap();
+
+    let frame = load_frame(&common::sample_images().join("coffee.png"), 0).unwrap();
+    let (w, h) = frame.image.dimensions();
+    let mut input = vec![0f32; 3 * 320 * 320];
+    letterbox_nchw(
+        &frame.image,
+        &Letterbox::new(w, h, 320, 320),
+        &Normalisation::default(),
+        &mut input,
+    );
+    let input = tract_ndarray::Array4::from_shape_vec((1, 3, 320, 320), input).unwrap();
+    let run = |mut model: TypedModel| {
+        model.optimize().unwrap();
+        let silu = model
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name() == "Silu")
+            .count();
+        let plan = model.into_runnable().unwrap();
+        let out = plan.run(tvec!(Tensor::from(input.clone()).into())).unwrap();
+        (plain(&out[0]), silu)
+    };
+    let ((want, silu_before), (got, silu_after)) = (run(typed), run(carried));
+    assert!(moved >= 20, "only {moved} quantizations carried");
+    // Six SiLUs feed the head's last convolutions, which the recipe keeps fp32; the eight
+    // bottleneck sums (two SiLU branches added) are quantized where they stand.
+    assert!(
+        silu_after + 10 <= silu_before,
+        "SiLU nodes: {silu_before} before, {silu_after} after"
+    );
+    assert_eq!(want.len(), got.len());
+    let differ = want
+        .iter()
+        .zip(&got)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} output values differ", want.len());
+    eprintln!(
+        "{moved} quantizations carried to their sources; SiLU nodes {silu_before} -> {silu_after}; {} outputs identical",
+        want.len()
+    );
+}

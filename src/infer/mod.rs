@@ -255,11 +255,12 @@ impl Engine {
             decluttered = true;
             let rewrite = int8::integer_convolutions(&mut typed).map_err(shape_err)?;
             log::debug!(
-                "{}: {} convolutions on integer kernels ({}), {} quantizations folded in, {} vectorised",
+                "{}: {} convolutions on integer kernels ({}), {} quantizations folded in, {} carried back to uint8 sources, {} vectorised",
                 path.display(),
                 rewrite.convolutions,
                 rewrite.kernel.as_deref().unwrap_or("none"),
                 rewrite.quantizations_fused,
+                rewrite.quantizations_moved,
                 rewrite.quantizations
             );
         }

@@ -9,10 +9,12 @@
 //! recognise (grouped convolutions, matrix products of two activations, layers left in float)
 //! is left as it was.
 
+mod at_sources;
 mod conv;
 mod quantize;
 mod weights;
 
+pub use at_sources::quantize_at_sources;
 pub use conv::{Geometry, InputQuantization, IntegerConv, Output, Table};
 pub use quantize::QuantizeU8;
 pub use weights::QuantizedWeights;
@@ -37,6 +39,9 @@ pub struct Rewrite {
     pub quantizations_fused: usize,
     /// The integer kernel tract-linalg picked (the one of the first convolution).
     pub kernel: Option<String>,
+    /// `QuantizeLinear`s carried back to the uint8 values they are a function of
+    /// ([`quantize_at_sources`]).
+    pub quantizations_moved: usize,
     /// Other `QuantizeLinear`s, now [`QuantizeU8`].
     pub quantizations: usize,
 }
@@ -127,6 +132,7 @@ pub fn integer_convolutions(model: &mut TypedModel) -> TractResult<Rewrite> {
         rewrite.quantizations_fused += usize::from(replaced != found.last);
     }
     if rewrite.convolutions > 0 {
+        rewrite.quantizations_moved = quantize_at_sources(model)?;
         for id in model.eval_order()? {
             let node = model.node(id);
             let Some(q) = node
