@@ -418,7 +418,7 @@ fn int8_mobilesam_without_the_quantized_pair_names_the_command_that_makes_it() {
 }
 
 /// Carrying each `QuantizeLinear` back to the uint8 values it is a function of (through the
-/// C3k2 blocks' splits and concatenations, the upsamplings and SPPF's poolings) changes
+/// C3k2 blocks' splits and concatenations and SPPF's poolings) changes
 /// nothing YOLO11n computes: decluttered as lookout runs it, with and without the pass, the
 /// int8 model's output is the same bit for bit on a sample photo, and the f32 SiLU between
 /// quantized layers is gone but for what the kept-fp32 head reads. At 320x320 so it also runs

@@ -387,7 +387,7 @@ fn quantize_rows(
 
 /// `x = table[x]` for every value (while they are still in cache from `quantize_rows`).
 #[inline(never)]
-fn look_up(table: &Table, values: &mut [u8]) {
+pub(super) fn look_up(table: &Table, values: &mut [u8]) {
     #[cfg(target_arch = "aarch64")]
     let done = neon::look_up(table, values);
     #[cfg(not(target_arch = "aarch64"))]
