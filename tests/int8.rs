@@ -418,7 +418,7 @@ fn int8_mobilesam_without_the_quantized_pair_names_the_command_that_makes_it() {
 }
 
 /// Carrying each `QuantizeLinear` back to the uint8 values it is a function of (through the
-/// C3k2 blocks' splits and concatenations and SPPF's poolings) changes
+/// C3k2 blocks' splits and concatenations and SPPF's poolings, which then pool uint8) changes
 /// nothing YOLO11n computes: decluttered as lookout runs it, with and without the pass, the
 /// int8 model's output is the same bit for bit on a sample photo, and the f32 SiLU between
 /// quantized layers is gone but for what the kept-fp32 head reads. At 320x320 so it also runs
@@ -454,17 +454,15 @@ fn quantizations_carried_to_their_sources_change_no_output_bit() {
     let input = tract_ndarray::Array4::from_shape_vec((1, 3, 320, 320), input).unwrap();
     let run = |mut model: TypedModel| {
         model.optimize().unwrap();
-        let silu = model
-            .nodes()
-            .iter()
-            .filter(|n| n.op.name() == "Silu")
-            .count();
+        let count = |name: &str| model.nodes().iter().filter(|n| n.op.name() == name).count();
+        let (silu, pools) = (count("Silu"), count("MaxPoolU8"));
         let plan = model.into_runnable().unwrap();
         let out = plan.run(tvec!(Tensor::from(input.clone()).into())).unwrap();
-        (plain(&out[0]), silu)
+        (plain(&out[0]), silu, pools)
     };
-    let ((want, silu_before), (got, silu_after)) = (run(typed), run(carried));
+    let ((want, silu_before, _), (got, silu_after, pools)) = (run(typed), run(carried));
     assert!(moved >= 20, "only {moved} quantizations carried");
+    assert_eq!(pools, 3, "SPPF's three poolings on uint8 planes");
     // Six SiLUs feed the head's last convolutions, which the recipe keeps fp32; the eight
     // bottleneck sums (two SiLU branches added) are quantized where they stand.
     assert!(

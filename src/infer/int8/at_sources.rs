@@ -27,6 +27,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
 use super::conv::{look_up, Table as Bytes};
+use super::max_pool::MaxPoolU8;
 
 /// Moves every uint8 `QuantizeLinear` of `model` that reads a concatenation, a slice, an
 /// upsampling, a max pooling or element-wise ops on dequantized values back to the uint8
@@ -180,9 +181,24 @@ impl Carry<'_> {
                 Resolved::Quantized(q) => Resolved::Quantized(self.wire(node, &[q])?),
             }
         } else if let Some(input) = commutes(node) {
-            // Pooling: the table first, on as many values.
+            // Pooling: the table first, on as many values; then on uint8 planes when it can.
             let q = self.quantized(input)?;
-            Resolved::Quantized(self.wire(node, &[q])?)
+            let shape = model
+                .outlet_fact(input)?
+                .shape
+                .as_concrete()
+                .map(<[usize]>::to_vec);
+            let uint8 = node
+                .op_as::<MaxPool>()
+                .zip(shape)
+                .and_then(|(pool, shape)| MaxPoolU8::for_pool(pool, &shape));
+            match uint8 {
+                Some(op) => {
+                    let name = self.name(&node.name);
+                    Resolved::Quantized(self.patch.wire_node(name, op, &[q])?[0])
+                }
+                None => Resolved::Quantized(self.wire(node, &[q])?),
+            }
         } else if node.op_is::<TypedConcat>() {
             let inputs = node
                 .inputs

@@ -11,6 +11,7 @@
 
 mod at_sources;
 mod conv;
+mod max_pool;
 mod quantize;
 mod weights;
 
