@@ -11,11 +11,12 @@
 //!
 //! Quantization is element-wise and never decreases, so it commutes exactly with what only
 //! moves, copies or picks the largest of values: this pass carries each `QuantizeLinear` up
-//! through concatenations, slices, nearest upsampling and max pooling until it meets
-//! element-wise ops on a `DequantizeLinear` of uint8 values, which become one table (computed
-//! by tract's own ops over the 256 inputs, as tract computes its tables). What it cannot carry
-//! further (the sum of two branches) is quantized where it stands. The result is the graph's,
-//! bit for bit; the f32 ops nothing reads any more are pruned by the optimiser.
+//! through concatenations, slices and max pooling (not nearest upsampling: see `commutes`)
+//! until it meets element-wise ops on a `DequantizeLinear` of uint8 values, which become one
+//! table (computed by tract's own ops over the 256 inputs, as tract computes its tables).
+//! What it cannot carry further (the sum of two branches) is quantized where it stands. The
+//! result is the graph's, bit for bit; the f32 ops nothing reads any more are pruned by the
+//! optimiser.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +30,9 @@ use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 use super::conv::{look_up, Table as Bytes};
 use super::max_pool::MaxPoolU8;
 
-/// Moves every uint8 `QuantizeLinear` of `model` that reads a concatenation, a slice, an
-/// upsampling, a max pooling or element-wise ops on dequantized values back to the uint8
-/// values it comes from. Returns how many it moved.
+/// Moves every uint8 `QuantizeLinear` of `model` that reads a concatenation, a slice, a max
+/// pooling or element-wise ops on dequantized values back to the uint8 values it comes from.
+/// Returns how many it moved.
 pub fn quantize_at_sources(model: &mut TypedModel) -> TractResult<usize> {
     let mut moved = 0;
     for id in model.eval_order()? {
