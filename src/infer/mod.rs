@@ -108,12 +108,9 @@ pub struct EngineOptions {
 /// How an f32 model's stride-1 3x3 convolutions run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Conv3x3 {
-    /// tract's path everywhere for now. Winograd pays on aarch64 (a YOLO11n frame on a
-    /// Cortex-A72: 1.505 G -> 1.19 G instructions), but as aarch64 code under qemu a
-    /// `lookout run` with the detector at fp32 and MobileSAM beside it fails to allocate while
-    /// loading MobileSAM once the Winograd detector is loaded (f16 and int8 detectors, and
-    /// tract's path, do not): until that is understood it is opt-in (`Winograd`, `lookout
-    /// bench --conv3x3 winograd`). On x86 tract's AVX-512 kernels leave it nothing to win.
+    /// Winograd on aarch64, where it pays (a YOLO11n frame on a Cortex-A72: 1.505 G -> 1.194 G
+    /// instructions); tract's path elsewhere: on x86 tract's AVX-512 kernels leave it nothing
+    /// to win.
     #[default]
     Auto,
     Winograd,
@@ -124,7 +121,7 @@ pub enum Conv3x3 {
 impl Conv3x3 {
     pub fn winograd(self) -> bool {
         match self {
-            Conv3x3::Auto => false,
+            Conv3x3::Auto => cfg!(target_arch = "aarch64"),
             Conv3x3::Winograd => true,
             Conv3x3::Tract => false,
         }
