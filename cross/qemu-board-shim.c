@@ -1,5 +1,5 @@
 /*
- * Fills two gaps between qemu 7.2's user-mode emulation (Debian 12's qemu-user) and a real
+ * Fills three gaps between qemu 7.2's user-mode emulation (Debian 12's qemu-user) and a real
  * ARM board, for cross/test-aarch64 and cross/test-armv7. Built for the target and preloaded
  * into every emulated process (LD_PRELOAD through qemu's -E):
  *
@@ -13,6 +13,12 @@
  *    start). Opening /proc/cpuinfo returns instead the file named by LOOKOUT_QEMU_CPUINFO
  *    (cross/cpuinfo/<cpu>, copied from real boards), when that variable is set.
  *
+ * 3. The cache geometry. tract-linalg sizes its matrix blocks from
+ *    /sys/devices/system/cpu/cpu0/cache and .../topology, which under qemu are the host's: the
+ *    same aarch64 binary then runs different loops on different hosts. Files under those two
+ *    directories are opened instead from the directory LOOKOUT_QEMU_SYSFS names
+ *    (cross/sysfs/<cpu>/cpu0, a Pi's caches), when that variable is set.
+ *
  * Nothing else is changed: every other call goes to the C library. The library takes
  * LD_PRELOAD out of its process's environment once loaded, so that host programs the tests
  * start (mosquitto, python3, cc) are not handed an aarch64 library; emulated children get it
@@ -24,6 +30,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -121,6 +128,17 @@ static int board_cpuinfo(const char *path) {
     return out;
 }
 
+/* The board's copy of a per-CPU cache or topology file in `buf`, or NULL for `path` itself. */
+static const char *board_sysfs(const char *path, char *buf, size_t size) {
+    static const char prefix[] = "/sys/devices/system/cpu/cpu0/";
+    const char *root = getenv("LOOKOUT_QEMU_SYSFS");
+    if (!root || !*root || !path || strncmp(path, prefix, sizeof prefix - 1) != 0) return NULL;
+    const char *rest = path + sizeof prefix - 1;
+    if (strncmp(rest, "cache", 5) != 0 && strncmp(rest, "topology", 8) != 0) return NULL;
+    int n = snprintf(buf, size, "%s/%s", root, rest);
+    return n > 0 && (size_t)n < size ? buf : NULL;
+}
+
 static int mode_arg(int flags, va_list ap) {
     return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, int) : 0;
 }
@@ -131,15 +149,19 @@ typedef int (*openat_fn)(int, const char *, int, ...);
 static int open_common(const char *symbol, const char *path, int flags, int mode) {
     int fd = board_cpuinfo(path);
     if (fd >= 0) return fd;
+    char buf[4096];
+    const char *board = board_sysfs(path, buf, sizeof buf);
     open_fn real = (open_fn)dlsym(RTLD_NEXT, symbol);
-    return real(path, flags, mode);
+    return real(board ? board : path, flags, mode);
 }
 
 static int openat_common(const char *symbol, int dirfd, const char *path, int flags, int mode) {
     int fd = board_cpuinfo(path);
     if (fd >= 0) return fd;
+    char buf[4096];
+    const char *board = board_sysfs(path, buf, sizeof buf);
     openat_fn real = (openat_fn)dlsym(RTLD_NEXT, symbol);
-    return real(dirfd, path, flags, mode);
+    return real(dirfd, board ? board : path, flags, mode);
 }
 
 int open(const char *path, int flags, ...) {
