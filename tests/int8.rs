@@ -456,7 +456,7 @@ fn quantizations_carried_to_their_sources_change_no_output_bit() {
     let run = |mut model: TypedModel| {
         model.optimize().unwrap();
         let count = |name: &str| model.nodes().iter().filter(|n| n.op.name() == name).count();
-        let (silu, pools) = (count("Silu"), count("MaxPoolU8"));
+        let (silu, pools) = (count("Silu"), count("MaxPoolPlanes"));
         let plan = model.into_runnable().unwrap();
         let out = plan.run(tvec!(Tensor::from(input.clone()).into())).unwrap();
         (plain(&out[0]), silu, pools)

@@ -23,12 +23,15 @@ fn load(conv3x3: Conv3x3) -> YoloDetector {
 }
 
 #[test]
-fn winograd_convolutions_detect_what_tract_detects() {
+fn winograd_convolutions_and_plane_poolings_detect_what_tract_detects() {
     let (mut winograd, mut tract) = (load(Conv3x3::Winograd), load(Conv3x3::Tract));
     let ops = winograd.engine().op_histogram();
     assert_eq!(ops.get("WinogradConv"), Some(&28), "{ops:?}");
+    // SPPF's three poolings run on lookout's plane pooling beside it.
+    assert_eq!(ops.get("MaxPoolPlanes"), Some(&3), "{ops:?}");
     let reference = tract.engine().op_histogram();
     assert!(!reference.contains_key("WinogradConv"), "{reference:?}");
+    assert!(!reference.contains_key("MaxPoolPlanes"), "{reference:?}");
 
     let params = DecodeParams::default();
     let (mut compared, mut worst_box, mut worst_score) = (0, 0f32, 0f32);

@@ -84,7 +84,7 @@ impl RawLetterbox {
                 if (w, h) != (lb.src_w, lb.src_h) {
                     return Err(mismatch(w, h));
                 }
-                self.resample(PixelFormat::Rgb24, &rgb, w as usize * 3, lb, norm, out);
+                self.rgb(&rgb, lb, norm, out);
                 Ok(())
             });
             self.jpeg_rgb = rgb;
@@ -99,6 +99,24 @@ impl RawLetterbox {
             out,
         );
         Ok(())
+    }
+
+    /// Writes tightly packed RGB pixels of `lb`'s source size letterboxed into `out`, as
+    /// [`RawLetterbox::run`] does an RGB24 frame.
+    pub(super) fn rgb(
+        &mut self,
+        rgb: &[u8],
+        lb: &Letterbox,
+        norm: &Normalisation,
+        out: &mut [f32],
+    ) {
+        let pitch = lb.src_w as usize * 3;
+        assert_eq!(
+            rgb.len(),
+            pitch * lb.src_h as usize,
+            "RGB pixels of another size"
+        );
+        self.resample(PixelFormat::Rgb24, rgb, pitch, lb, norm, out);
     }
 
     fn prepare(&mut self, format: PixelFormat, lb: &Letterbox) {
@@ -378,12 +396,63 @@ mod tests {
         }
     }
 
+    /// The letterbox by its definition, one output pixel at a time from its four source
+    /// pixels, in 0..255 units (no normalisation).
+    fn bilinear_by_definition(image: &RgbImage, lb: &Letterbox) -> Vec<f32> {
+        let (dst_w, dst_h) = (lb.dst_w as usize, lb.dst_h as usize);
+        let mut out = vec![114.0; 3 * dst_w * dst_h];
+        let xs = bilinear_taps(lb.src_w as usize, lb.resized_w as usize);
+        let ys = bilinear_taps(lb.src_h as usize, lb.resized_h as usize);
+        for (y, &(y0, y1, wy)) in ys.iter().enumerate() {
+            for (x, &(x0, x1, wx)) in xs.iter().enumerate() {
+                for c in 0..3 {
+                    let at = |x: usize, y: usize| f64::from(image.get_pixel(x as u32, y as u32)[c]);
+                    let (wx, wy) = (f64::from(wx), f64::from(wy));
+                    let top = at(x0, y0) * (1.0 - wx) + at(x1, y0) * wx;
+                    let bottom = at(x0, y1) * (1.0 - wx) + at(x1, y1) * wx;
+                    let (oy, ox) = (lb.pad_top as usize + y, lb.pad_left as usize + x);
+                    out[c * dst_w * dst_h + oy * dst_w + ox] =
+                        (top * (1.0 - wy) + bottom * wy) as f32;
+                }
+            }
+        }
+        out
+    }
+
     #[test]
-    fn fused_rgb_equals_the_rgb_letterbox() {
+    fn rgb_letterbox_is_bilinear_sampling_by_its_definition() {
         let image = photo();
+        let cropped = image::imageops::crop_imm(&image, 3, 5, 451, 299).to_image();
+        // Up and down, wider and taller than the source, odd sizes.
+        for source in [&image, &cropped] {
+            for dst in [(640, 640), (640, 384), (320, 320), (97, 61), (1001, 999)] {
+                let lb = Letterbox::new(source.width(), source.height(), dst.0, dst.1);
+                let norm = Normalisation {
+                    scale: 1.0,
+                    mean: [0.0; 3],
+                    std: [1.0; 3],
+                    pad_value: 114,
+                };
+                let mut got = vec![0.0; 3 * (dst.0 * dst.1) as usize];
+                letterbox_nchw(source, &lb, &norm, &mut got);
+                let want = bilinear_by_definition(source, &lb);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst < 1e-3,
+                    "{dst:?} from {}x{}: {worst}",
+                    source.width(),
+                    source.height()
+                );
+            }
+        }
+        // And an RGB24 frame runs the same path.
         let frame = RawFrame::from_rgb(image, 0, 0);
         let (max, _, _) = fused_vs_two_step(&frame, (640, 640));
-        assert!(max < 1e-3, "{max}");
+        assert_eq!(max, 0.0);
     }
 
     #[test]

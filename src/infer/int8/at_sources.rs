@@ -27,8 +27,8 @@ use tract_onnx::tract_core::ops::cnn::MaxPool;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearU8};
 
+use super::super::max_pool::MaxPoolPlanes;
 use super::conv::{look_up, Table as Bytes};
-use super::max_pool::MaxPoolU8;
 
 /// Moves every uint8 `QuantizeLinear` of `model` that reads a concatenation, a slice, a max
 /// pooling or element-wise ops on dequantized values back to the uint8 values it comes from.
@@ -192,7 +192,7 @@ impl Carry<'_> {
             let uint8 = node
                 .op_as::<MaxPool>()
                 .zip(shape)
-                .and_then(|(pool, shape)| MaxPoolU8::for_pool(pool, &shape));
+                .and_then(|(pool, shape)| MaxPoolPlanes::for_pool(pool, DatumType::U8, &shape));
             match uint8 {
                 Some(op) => {
                     let name = self.name(&node.name);

@@ -11,7 +11,6 @@
 
 mod at_sources;
 mod conv;
-mod max_pool;
 mod quantize;
 mod weights;
 
