@@ -74,8 +74,16 @@ pub fn cpu_mhz(sysfs: &Path) -> Option<u32> {
     Some((khz / 1000) as u32)
 }
 
-/// Runs `vcgencmd get_throttled` when the Pi firmware tool is installed.
+/// Runs `vcgencmd get_throttled` when the Pi firmware tool is installed (on `PATH`). Elsewhere
+/// no process is started: `lookout run` reads health while its inference threads run, and a
+/// process started from a threaded program is the one place where an emulator (qemu user mode,
+/// the aarch64 test suite) was seen to hang a child before it could exec.
 pub fn vcgencmd_throttled() -> Option<u32> {
+    let installed = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("vcgencmd").is_file()));
+    if !installed {
+        return None;
+    }
     let out = Command::new("vcgencmd")
         .arg("get_throttled")
         .output()
