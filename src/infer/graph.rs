@@ -1,5 +1,5 @@
 //! What lookout's graph passes (the integer and Winograd convolutions) read off tract's typed
-//! model: constant weights, activation shapes, per-channel biases.
+//! model: constant weights, activation shapes, per-channel biases; and how they replace a node.
 
 use tract_onnx::prelude::*;
 
@@ -30,4 +30,19 @@ pub fn per_channel(bias: Vec<f32>, outputs: usize) -> Option<Vec<f32>> {
         n if n == outputs => Some(bias),
         _ => None,
     }
+}
+
+/// Replaces node `id` (one output) by `op` applied to the node's first input, under `name`.
+pub fn replace_unary(
+    model: &mut TypedModel,
+    id: usize,
+    name: &str,
+    op: impl Into<Box<dyn TypedOp>>,
+) -> TractResult<()> {
+    let input = model.node(id).inputs[0];
+    let mut patch = TypedModelPatch::default();
+    let input = patch.tap_model(model, input)?;
+    let out = patch.wire_node(name, op, &[input])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), out)?;
+    patch.apply(model)
 }

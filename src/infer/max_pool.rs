@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::MaxPool;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::graph::chw;
+use super::graph::{chw, replace_unary};
 
 /// Rewrites every f32 or uint8 max pooling of `model` this op computes into one. Returns how
 /// many it rewrote.
@@ -31,11 +31,8 @@ pub fn poolings(model: &mut TypedModel) -> TractResult<usize> {
         let Some(op) = MaxPoolPlanes::for_pool(pool, fact.datum_type, shape) else {
             continue;
         };
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, node.inputs[0])?;
-        let out = patch.wire_node(&node.name, op, &[input])?[0];
-        patch.shunt_outside(model, OutletId::new(id, 0), out)?;
-        patch.apply(model)?;
+        let name = node.name.clone();
+        replace_unary(model, id, &name, op)?;
         rewritten += 1;
     }
     Ok(rewritten)

@@ -29,7 +29,7 @@ use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::graph::{chw, constant, per_channel};
+use super::graph::{chw, constant, per_channel, replace_unary};
 
 /// Output pixels a tile computes along each axis, and the input it reads.
 const OUT: usize = 4;
@@ -56,12 +56,7 @@ pub fn convolutions(model: &mut TypedModel) -> TractResult<usize> {
             break;
         };
         let name = format!("{}.winograd", node.name);
-        let input = node.inputs[0];
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, input)?;
-        let out = patch.wire_node(name, op, &[input])?[0];
-        patch.shunt_outside(model, OutletId::new(id, 0), out)?;
-        patch.apply(model)?;
+        replace_unary(model, id, &name, op)?;
         rewritten += 1;
     }
     Ok(rewritten)
