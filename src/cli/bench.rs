@@ -42,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto", value_parser = ["auto", "integer", "tract"])]
     pub int8_kernels: String,
     /// How an f32 model's stride-1 3x3 convolutions run: `winograd` (Winograd's F(4x4, 3x3)),
-    /// `tract` (im2col and a matrix product) or `auto` (tract for now: docs/performance.md).
+    /// `tract` (im2col and a matrix product) or `auto` (winograd on aarch64, tract elsewhere).
     #[arg(long, default_value = "auto", value_parser = ["auto", "winograd", "tract"])]
     pub conv3x3: String,
     /// Timed iterations per configuration.
