@@ -233,19 +233,27 @@ impl Engine {
         if options.precision == Precision::F16 {
             // tract's own translator: f16 weights and activations, casts where an op needs f32;
             // the ops tract has no fast f16 path for stay f32 (see `f16_pays`).
+            let winograd_in_f32 = options.conv3x3.winograd();
             let to_f16 = FloatPrecisionTranslator::with_filter(
                 f32::datum_type(),
                 f16::datum_type(),
-                f16_pays,
+                move |node| f16_pays(node) && !(winograd_in_f32 && winograd::fits(node)),
             );
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }
         let mut winograd = 0;
         let mut decluttered = false;
-        if !quantized && options.precision == Precision::Fp32 && options.conv3x3.winograd() {
+        if !quantized && options.precision != Precision::Int8 && options.conv3x3.winograd() {
             int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
             decluttered = true;
-            winograd = winograd::convolutions(&mut typed).map_err(shape_err)?;
+            // f16 products where the CPU has an f16 matrix kernel (Cortex-A76): the
+            // transforms run in f32 either way.
+            let products = if options.precision == Precision::F16 && winograd::f16_kernel() {
+                f16::datum_type()
+            } else {
+                f32::datum_type()
+            };
+            winograd = winograd::convolutions(&mut typed, products).map_err(shape_err)?;
             // Measured where Winograd runs (aarch64): tract's f32 pooling, one window at a
             // time, was 17.5 M instructions of a Cortex-A72 YOLO11n frame.
             let pools = max_pool::poolings(&mut typed).map_err(shape_err)?;
@@ -522,7 +530,7 @@ pub(crate) fn is_int8_file(path: &Path) -> bool {
 /// (`half_cast`), to 0.914 G.
 fn f16_pays(node: &TypedNode) -> bool {
     let name = node.op.name();
-    if name == "Resize" || name == "NearestUpsample" || name == "MaxPool" {
+    if ["Resize", "NearestUpsample", "MaxPool", "Softmax"].contains(&name.as_ref()) {
         return false;
     }
     node.op_as::<tract_onnx::tract_core::ops::cnn::Conv>()
