@@ -14,6 +14,18 @@ pub fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<
     }
 }
 
+/// The value of `outlet` widened to f32 when it is an f32 or f16 constant.
+pub fn float_constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
+    let fact = model.outlet_fact(outlet)?;
+    match fact.konst.as_ref() {
+        Some(k) if k.datum_type() == f16::datum_type() => {
+            let k = k.cast_to::<f32>()?;
+            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+        }
+        _ => constant(model, outlet),
+    }
+}
+
 /// Channels, height and width of a one-image activation (CHW, or NCHW with N = 1).
 pub fn chw(shape: &[usize]) -> Option<[usize; 3]> {
     match shape {

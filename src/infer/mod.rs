@@ -233,11 +233,10 @@ impl Engine {
         if options.precision == Precision::F16 {
             // tract's own translator: f16 weights and activations, casts where an op needs f32;
             // the ops tract has no fast f16 path for stay f32 (see `f16_pays`).
-            let winograd_in_f32 = options.conv3x3.winograd();
             let to_f16 = FloatPrecisionTranslator::with_filter(
                 f32::datum_type(),
                 f16::datum_type(),
-                move |node| f16_pays(node) && !(winograd_in_f32 && winograd::fits(node)),
+                f16_pays,
             );
             typed = to_f16.transform_into(typed).map_err(shape_err)?;
         }

@@ -13,6 +13,10 @@
 //! products run on that kernel, and the output transform adds the bias. The transforms are the
 //! usual ones for the points 0, ±1, ±2 and infinity; in f32 the result differs from the direct
 //! convolution by a few units in the last place of the larger terms (tests bound it).
+//!
+//! For `--precision f16` the op reads and writes f16 and, where the CPU has f16 arithmetic
+//! (Cortex-A76), holds the transformed input, the weights and the products in f16 for
+//! tract-linalg's f16 kernel ([`storage`]); the transforms compute in f32 either way.
 
 use std::fmt;
 use std::ops::{Add, Mul, Sub};
@@ -29,7 +33,7 @@ use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::graph::{chw, constant, per_channel, replace_unary};
+use super::graph::{chw, float_constant, per_channel, replace_unary};
 
 /// Output pixels a tile computes along each axis, and the input it reads.
 const OUT: usize = 4;
@@ -39,7 +43,7 @@ const POSITIONS: usize = TILE * TILE;
 /// Tiles transformed side by side (adjacent along a row of tiles).
 const LANES: usize = 4;
 
-/// Rewrites every f32 stride-1 3x3 convolution of `model` (one image, channels first, padding
+/// Rewrites every f32 or f16 stride-1 3x3 convolution of `model` (one image, channels first, padding
 /// 1, weights and bias constant) into a [`WinogradConv`]. Returns how many it rewrote.
 /// `products`: the type of the transformed input and of the products (f16 takes the CPU's
 /// f16 matrix kernel; see [`f16_kernel`]).
@@ -123,7 +127,8 @@ fn candidate(
     }
     let in_fact = model.outlet_fact(node.inputs[0])?;
     let out_fact = model.outlet_fact(OutletId::new(node.id, 0))?;
-    if in_fact.datum_type != f32::datum_type() || out_fact.datum_type != f32::datum_type() {
+    let io = in_fact.datum_type;
+    if ![f32::datum_type(), f16::datum_type()].contains(&io) || out_fact.datum_type != io {
         return Ok(None);
     }
     let (Some(in_shape), Some(out_shape)) =
@@ -145,8 +150,8 @@ fn candidate(
         return Ok(None);
     }
     let (Some(kernel), Some(bias)) = (
-        constant(model, node.inputs[1])?,
-        constant(model, node.inputs[2])?,
+        float_constant(model, node.inputs[1])?,
+        float_constant(model, node.inputs[2])?,
     ) else {
         return Ok(None);
     };
@@ -162,6 +167,7 @@ fn candidate(
         &kernel,
         &bias,
         out_shape,
+        io,
         products,
     )?))
 }
@@ -186,6 +192,8 @@ struct Plan {
     size: [usize; 2],
     /// Tiles down and across.
     tiles: [usize; 2],
+    /// f32 or f16: the input and output.
+    io: DatumType,
     /// f32 or f16: the transformed input, the weights and the products.
     products: DatumType,
     mmm: Box<dyn MatMatMul>,
@@ -216,6 +224,7 @@ impl WinogradConv {
         kernel: &[f32],
         bias: &[f32],
         output_shape: &[usize],
+        io: DatumType,
         products: DatumType,
     ) -> TractResult<Option<WinogradConv>> {
         let outputs = bias.len();
@@ -256,6 +265,7 @@ impl WinogradConv {
                 outputs,
                 size,
                 tiles,
+                io,
                 products,
                 packing,
                 panel_width: b_format.r,
@@ -402,6 +412,7 @@ fn output_2d(m: &[[Lanes; TILE]; TILE]) -> [[Lanes; OUT]; OUT] {
 mod neon;
 mod storage;
 
+use storage::widen;
 pub use storage::Storage;
 
 /// The input with one zero row and column before it and enough after for whole tiles, and
@@ -413,7 +424,7 @@ struct Padded {
 }
 
 impl Padded {
-    fn new(p: &Plan, x: &[f32]) -> Padded {
+    fn new<T: Storage>(p: &Plan, x: &[T]) -> Padded {
         let height = p.tiles[0] * OUT + 2;
         let width = p.tiles[1] * OUT + 4;
         let [h, w] = p.size;
@@ -428,7 +439,7 @@ impl Padded {
                 .skip(1)
                 .zip(src.chunks_exact(w))
             {
-                row[1..=w].copy_from_slice(src);
+                widen(src, &mut row[1..=w]);
             }
         }
         Padded {
@@ -516,23 +527,26 @@ impl TypedOp for WinogradConv {
     }
 
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(&*self.plan.output_shape)))
+        Ok(tvec!(self.plan.io.fact(&*self.plan.output_shape)))
     }
 }
 
 impl WinogradConv {
     fn run(&self, input: &Tensor) -> TractResult<Tensor> {
-        if self.plan.products == f16::datum_type() {
-            self.run_in::<f16>(input)
-        } else {
-            self.run_in::<f32>(input)
+        let f16 = f16::datum_type();
+        match (self.plan.io == f16, self.plan.products == f16) {
+            (false, false) => self.run_in::<f32, f32>(input),
+            (false, true) => self.run_in::<f32, f16>(input),
+            (true, false) => self.run_in::<f16, f32>(input),
+            (true, true) => self.run_in::<f16, f16>(input),
         }
     }
 
-    fn run_in<S: Storage>(&self, input: &Tensor) -> TractResult<Tensor> {
+    /// `T`: the input's and output's type; `S`: the products'.
+    fn run_in<T: Storage, S: Storage>(&self, input: &Tensor) -> TractResult<Tensor> {
         let p = &*self.plan;
         let [h, w] = p.size;
-        let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let x = input.try_as_plain_ram()?.as_slice::<T>()?;
         ensure!(
             x.len() == p.channels * h * w,
             "WinogradConv: input of {} values, expected {}x{h}x{w}",
@@ -560,9 +574,9 @@ impl WinogradConv {
                 )?;
             }
         }
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&p.output_shape)? };
+        let mut out = unsafe { Tensor::uninitialized::<T>(&p.output_shape)? };
         self.transform_output(products.try_as_plain_ram()?.as_slice::<S>()?, unsafe {
-            out.as_slice_mut_unchecked::<f32>()
+            out.as_slice_mut_unchecked::<T>()
         });
         Ok(out)
     }
@@ -644,7 +658,7 @@ impl WinogradConv {
 
     /// `Aᵀ m A` plus the bias for every tile and output channel, into the NCHW output.
     #[inline(never)]
-    fn transform_output<S: Storage>(&self, products: &[S], out: &mut [f32]) {
+    fn transform_output<S: Storage, T: Storage>(&self, products: &[S], out: &mut [T]) {
         let p = &*self.plan;
         let [rows, cols] = p.tiles;
         let [h, w] = p.size;
@@ -747,7 +761,7 @@ struct OutputGroup {
 impl OutputGroup {
     /// `Aᵀ m A + bias` of the group into `dst`, the output plane from the group's first row.
     #[inline(always)]
-    fn write<S: Storage>(&self, products: &[S], dst: &mut [f32]) {
+    fn write<S: Storage, T: Storage>(&self, products: &[S], dst: &mut [T]) {
         #[cfg(target_arch = "aarch64")]
         if self.first + (POSITIONS - 1) * self.stride + LANES <= products.len() {
             // SAFETY: the condition keeps the 36 four-value reads in `products`.
@@ -760,7 +774,7 @@ impl OutputGroup {
                 if whole {
                     assert!(row.len() >= OUT * LANES);
                     // SAFETY: the assert keeps the 16 values in the row.
-                    unsafe { neon::store_row(y, row.as_mut_ptr()) };
+                    unsafe { T::store_row(row.as_mut_ptr(), y) };
                 } else {
                     // SAFETY: a float32x4_t is four f32.
                     let y: [[f32; LANES]; OUT] = unsafe { std::mem::transmute(*y) };
@@ -790,11 +804,11 @@ impl OutputGroup {
 
     /// One output row of the group's tiles, `y[b]` lane `l` at column `4 l + b` of `row`
     /// (past the output's width, dropped).
-    fn scatter(&self, y: &[Lanes; OUT], row: &mut [f32]) {
+    fn scatter<T: Storage>(&self, y: &[Lanes; OUT], row: &mut [T]) {
         for l in 0..self.lanes {
             for (b, v) in y.iter().enumerate() {
                 if let Some(d) = row.get_mut(OUT * l + b) {
-                    *d = v.0[l];
+                    *d = T::from_f32(v.0[l]);
                 }
             }
         }
@@ -841,21 +855,31 @@ mod tests {
     }
 
     fn check(c: usize, o: usize, h: usize, w: usize) {
-        check_in(c, o, h, w, DatumType::F32, 1e-5);
+        check_in(c, o, h, w, DatumType::F32, DatumType::F32, 1e-5);
     }
 
     /// `tolerance`: of the largest possible sum, `c * 9 * 0.3`.
-    fn check_in(c: usize, o: usize, h: usize, w: usize, products: DatumType, tolerance: f64) {
+    fn check_in(
+        c: usize,
+        o: usize,
+        h: usize,
+        w: usize,
+        io: DatumType,
+        products: DatumType,
+        tolerance: f64,
+    ) {
         let mut seed = (c * 1000 + o * 100 + h * 10 + w) as u64;
         let x: Vec<f32> = (0..c * h * w).map(|_| noise(&mut seed)).collect();
         let k: Vec<f32> = (0..o * c * 9).map(|_| noise(&mut seed) * 0.3).collect();
         let bias: Vec<f32> = (0..o).map(|_| noise(&mut seed)).collect();
-        let op = WinogradConv::new(c, [h, w], &k, &bias, &[1, o, h, w], products)
+        let op = WinogradConv::new(c, [h, w], &k, &bias, &[1, o, h, w], io, products)
             .unwrap()
             .expect("an f32 kernel");
         let input = tensor1(&x).into_shape(&[1, c, h, w]).unwrap();
-        let got = op.run(&input).unwrap();
+        let got = op.run(&input.cast_to_dt(io).unwrap()).unwrap();
         let got = got
+            .cast_to::<f32>()
+            .unwrap()
             .try_as_plain_ram()
             .unwrap()
             .as_slice::<f32>()
@@ -893,8 +917,16 @@ mod tests {
         // the kernel sums in f16; the output transform weighs products by up to 64. Measured
         // here: an rms error of 0.8 % of the outputs' rms (f16 im2col: 0.16 %), at most 0.4 %
         // of the largest possible sum. A storage or layout mistake is off by far more.
-        check_in(16, 8, 16, 16, DatumType::F16, 6e-3);
-        check_in(7, 9, 13, 11, DatumType::F16, 6e-3);
+        check_in(16, 8, 16, 16, DatumType::F32, DatumType::F16, 6e-3);
+        check_in(7, 9, 13, 11, DatumType::F32, DatumType::F16, 6e-3);
+    }
+
+    #[test]
+    fn f16_inputs_and_outputs_are_read_and_written_as_f16() {
+        // f32 products: only the input's and the output's rounding to f16 (2^-11 relative).
+        check_in(16, 8, 16, 16, DatumType::F16, DatumType::F32, 1e-3);
+        check_in(7, 9, 13, 11, DatumType::F16, DatumType::F32, 1e-3);
+        check_in(3, 5, 20, 20, DatumType::F16, DatumType::F16, 6e-3);
     }
 
     #[test]

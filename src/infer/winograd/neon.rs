@@ -111,12 +111,3 @@ pub unsafe fn output_tiles<S: Storage>(
     }
     y
 }
-
-/// Output row `a` of four tiles side by side (`y[a]` of [`output_tiles`]) at `dst`.
-///
-/// # Safety
-/// `dst` must be valid for writes of 16 values.
-#[inline(always)]
-pub unsafe fn store_row(y: &[float32x4_t; OUT], dst: *mut f32) {
-    vst4q_f32(dst, float32x4x4_t(y[0], y[1], y[2], y[3]));
-}
