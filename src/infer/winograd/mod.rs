@@ -16,7 +16,7 @@
 //!
 //! For `--precision f16` the op reads and writes f16 and, where the CPU has f16 arithmetic
 //! (Cortex-A76), holds the transformed input, the weights and the products in f16 for
-//! tract-linalg's f16 kernel ([`storage`]); the transforms compute in f32 either way.
+//! tract-linalg's f16 kernel (`storage.rs`); the transforms compute in f32 either way.
 
 use std::fmt;
 use std::ops::{Add, Mul, Sub};
@@ -43,8 +43,8 @@ const POSITIONS: usize = TILE * TILE;
 /// Tiles transformed side by side (adjacent along a row of tiles).
 const LANES: usize = 4;
 
-/// Rewrites every f32 or f16 stride-1 3x3 convolution of `model` (one image, channels first, padding
-/// 1, weights and bias constant) into a [`WinogradConv`]. Returns how many it rewrote.
+/// Rewrites every f32 or f16 stride-1 3x3 convolution of `model` (one image, channels first,
+/// padding 1, weights and bias constant) into a [`WinogradConv`]. Returns how many it rewrote.
 /// `products`: the type of the transformed input and of the products (f16 takes the CPU's
 /// f16 matrix kernel; see [`f16_kernel`]).
 pub fn convolutions(model: &mut TypedModel, products: DatumType) -> TractResult<usize> {
