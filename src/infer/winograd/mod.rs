@@ -58,7 +58,8 @@ pub fn convolutions(model: &mut TypedModel, products: DatumType) -> TractResult<
             continue;
         };
         let Some(op) = op else {
-            // No f32 kernel in the packed layout this op writes: none will have one.
+            // No kernel of the products' type in the packed layout this op writes: none
+            // will have one.
             break;
         };
         let name = format!("{}.winograd", node.name);
@@ -94,24 +95,6 @@ pub fn without_direct_spatial<R>(optimise: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Whether `node` is a convolution of the kind this op computes, judged by the op alone (its
-/// facts and weights are checked when it is rewritten).
-pub fn fits(node: &TypedNode) -> bool {
-    let Some(conv) = node.op_as::<Conv>() else {
-        return false;
-    };
-    let spec = &conv.pool_spec;
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
-    conv.q_params.is_none()
-        && conv.group == 1
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        && spec.kernel_shape.as_slice() == [3, 3]
-        && ones(&spec.strides)
-        && ones(&spec.dilations)
-        && node.inputs.len() == 3
-}
-
 /// The op for node `id` when it is a convolution this op computes (`Some(None)`: it is one,
 /// but this CPU has no suitable kernel), `None` when it is not.
 #[allow(clippy::option_option)]
@@ -122,7 +105,16 @@ fn candidate(
     products: DatumType,
 ) -> TractResult<Option<Option<WinogradConv>>> {
     let spec = &conv.pool_spec;
-    if !fits(node) {
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
+    if conv.q_params.is_some()
+        || conv.group != 1
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        || spec.kernel_shape.as_slice() != [3, 3]
+        || !ones(&spec.strides)
+        || !ones(&spec.dilations)
+        || node.inputs.len() != 3
+    {
         return Ok(None);
     }
     let in_fact = model.outlet_fact(node.inputs[0])?;
@@ -412,7 +404,6 @@ fn output_2d(m: &[[Lanes; TILE]; TILE]) -> [[Lanes; OUT]; OUT] {
 mod neon;
 mod storage;
 
-use storage::widen;
 pub use storage::Storage;
 
 /// The input with one zero row and column before it and enough after for whole tiles, and
@@ -439,7 +430,7 @@ impl Padded {
                 .skip(1)
                 .zip(src.chunks_exact(w))
             {
-                widen(src, &mut row[1..=w]);
+                T::widen(src, &mut row[1..=w]);
             }
         }
         Padded {

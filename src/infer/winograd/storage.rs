@@ -10,6 +10,9 @@ pub trait Storage: Datum + Copy + Default {
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
 
+    /// `src` widened to f32 into `dst` (the same length).
+    fn widen(src: &[Self], dst: &mut [f32]);
+
     /// Stores four values at `dst`.
     ///
     /// # Safety
@@ -43,6 +46,10 @@ impl Storage for f32 {
         self
     }
 
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src)
+    }
+
     #[cfg(target_arch = "aarch64")]
     #[inline(always)]
     unsafe fn store4(dst: *mut f32, v: std::arch::aarch64::float32x4_t) {
@@ -72,6 +79,28 @@ impl Storage for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        #[cfg(target_arch = "aarch64")]
+        {
+            let whole = src.len() / 4 * 4;
+            for i in (0..whole).step_by(4) {
+                // SAFETY: i + 4 <= whole <= the length of both.
+                unsafe {
+                    let v = f16::load4(src.as_ptr().add(i));
+                    std::arch::aarch64::vst1q_f32(dst.as_mut_ptr().add(i), v);
+                }
+            }
+            for (d, s) in dst[whole..].iter_mut().zip(&src[whole..]) {
+                *d = s.to_f32();
+            }
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
     }
 
     #[cfg(target_arch = "aarch64")]
@@ -118,27 +147,4 @@ unsafe fn narrow(v: std::arch::aarch64::float32x4_t) -> std::arch::aarch64::uint
         options(pure, nomem, nostack, preserves_flags)
     );
     h
-}
-
-/// `src` widened to f32 into `dst` (the same length).
-pub fn widen<S: Storage>(src: &[S], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len());
-    #[cfg(target_arch = "aarch64")]
-    {
-        let whole = src.len() / 4 * 4;
-        for i in (0..whole).step_by(4) {
-            // SAFETY: i + 4 <= whole <= the length of both.
-            unsafe {
-                let v = S::load4(src.as_ptr().add(i));
-                std::arch::aarch64::vst1q_f32(dst.as_mut_ptr().add(i), v);
-            }
-        }
-        for (d, s) in dst[whole..].iter_mut().zip(&src[whole..]) {
-            *d = s.to_f32();
-        }
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
 }
