@@ -49,7 +49,7 @@ fn a_long_outage_costs_at_most_the_queue() {
     publish(5_000); // fill the queue and warm the allocator
     let before = rss_kib();
     // ~150 bytes each: ~45 MB if nothing were dropped (~15 MB under qemu, where each message
-    // costs ~50x more time: still twice the bound below).
+    // costs ~50x more time: still nearly twice the bound below).
     let offline = if common::emulated() { 100_000 } else { 300_000 };
     publish(offline);
     let after = rss_kib();
