@@ -3,6 +3,7 @@
 //! sit on top of [`Engine`] as adapters ([`yolo`], [`pointnet`]).
 
 pub mod detector;
+mod fp16;
 mod graph;
 mod half_cast;
 pub mod int8;
@@ -258,6 +259,17 @@ impl Engine {
             let pools = max_pool::poolings(&mut typed).map_err(shape_err)?;
             log::debug!(
                 "{}: {winograd} 3x3 convolutions by Winograd F(4x4, 3x3), {pools} max poolings on planes",
+                path.display()
+            );
+        }
+        if options.precision == Precision::F16 && fp16::available() {
+            if !decluttered {
+                int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
+                decluttered = true;
+            }
+            let depthwise = fp16::depthwise::convolutions(&mut typed).map_err(shape_err)?;
+            log::debug!(
+                "{}: {depthwise} depthwise convolutions in FP16 arithmetic",
                 path.display()
             );
         }
@@ -533,7 +545,7 @@ fn f16_pays(node: &TypedNode) -> bool {
         return false;
     }
     node.op_as::<tract_onnx::tract_core::ops::cnn::Conv>()
-        .is_none_or(|conv| conv.group <= 1)
+        .is_none_or(|conv| conv.group <= 1 || fp16::depthwise::takes(conv))
 }
 
 /// The int8 twin `quantize/int8` writes beside a model file, `<stem>_int8.onnx`.
@@ -582,6 +594,7 @@ fn runnable(
     }
     typed.optimize()?;
     half_cast::vectorised_casts(&mut typed)?;
+    fp16::silu::fp16_silus(&mut typed)?;
     int8::fold_tables(&mut typed)?;
     // Every compute thread count of every command passes here: bound it by the cores present.
     let (threads, lowered) = crate::limits::bound_threads("threads", options.threads);
