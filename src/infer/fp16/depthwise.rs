@@ -319,12 +319,7 @@ mod tests {
     /// vectors and that are not, and one-row and one-column images.
     #[test]
     fn fp16_depthwise_equals_the_direct_convolution_within_f16_accumulation() {
-        if !available() {
-            assert!(
-                std::env::var_os("LOOKOUT_EXPECT_FP16").is_none(),
-                "LOOKOUT_EXPECT_FP16 is set but this CPU has no FP16 arithmetic"
-            );
-            eprintln!("no FP16 arithmetic on this CPU: the Cortex-A76 run checks the kernel");
+        if !super::super::testable() {
             return;
         }
         let mut seed = 7;

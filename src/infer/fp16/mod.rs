@@ -18,3 +18,19 @@ pub fn available() -> bool {
         false
     }
 }
+
+/// Whether the FP16 kernels' unit tests can run here. The CI's aarch64 suite runs as a
+/// Cortex-A72, which has no FP16 arithmetic (the tests say so and pass), then runs them again
+/// as a Cortex-A76 with `LOOKOUT_EXPECT_FP16=1`, where they must run.
+#[cfg(all(test, target_arch = "aarch64"))]
+fn testable() -> bool {
+    if available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("LOOKOUT_EXPECT_FP16").is_none(),
+        "LOOKOUT_EXPECT_FP16 is set but this CPU has no FP16 arithmetic"
+    );
+    eprintln!("no FP16 arithmetic on this CPU: the Cortex-A76 run checks this kernel");
+    false
+}
