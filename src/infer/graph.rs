@@ -2,6 +2,8 @@
 //! model: constant weights, activation shapes, per-channel biases; and how they replace a node.
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// An f32 constant's values, or `None` for a wire that is not one.
 pub fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
@@ -44,6 +46,20 @@ pub fn per_channel(bias: Vec<f32>, outputs: usize) -> Option<Vec<f32>> {
     }
 }
 
+/// Whether `conv` is a float 3x3 convolution with stride and dilation 1 on a channels-first
+/// activation, weights in OIHW: what lookout's own 3x3 ops (Winograd, FP16 depthwise) compute.
+/// Grouping, padding and shapes are theirs to check.
+pub fn float_3x3_stride_1(conv: &Conv) -> bool {
+    let spec = &conv.pool_spec;
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
+    conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && spec.kernel_shape.as_slice() == [3, 3]
+        && ones(&spec.strides)
+        && ones(&spec.dilations)
+}
+
 /// Replaces node `id` (one output) by `op` applied to the node's first input, under `name`.
 pub fn replace_unary(
     model: &mut TypedModel,
@@ -57,4 +73,22 @@ pub fn replace_unary(
     let out = patch.wire_node(name, op, &[input])?[0];
     patch.shunt_outside(model, OutletId::new(id, 0), out)?;
     patch.apply(model)
+}
+
+/// Replaces every node of `model` for which `replacement` gives an op by that op on the same
+/// inputs, in evaluation order; returns how many.
+pub fn replace_each<O: TypedOp>(
+    model: &mut TypedModel,
+    replacement: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<O>>,
+) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(op) = replacement(model, node)? else {
+            continue;
+        };
+        TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
 }

@@ -11,6 +11,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::tract_data::half::slice::HalfFloatSliceExt;
 
+use super::graph::replace_each;
+
 /// `t` (f32) as f16.
 pub fn to_f16(t: &Tensor) -> TractResult<Tensor> {
     let src = t.try_as_plain_ram()?.as_slice::<f32>()?;
@@ -85,22 +87,14 @@ impl HalfCast {
 /// Replaces every f32 <-> f16 `Cast` of an optimised model by [`HalfCast`]; returns how many.
 pub fn vectorised_casts(model: &mut TypedModel) -> TractResult<usize> {
     let (f32_dt, f16_dt) = (f32::datum_type(), f16::datum_type());
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
+    replace_each(model, |model, node| {
         let Some(cast) = node.op_as::<Cast>() else {
-            continue;
+            return Ok(None);
         };
         let from = model.outlet_fact(node.inputs[0])?.datum_type;
-        if !matches!((from, cast.to), (f, t) if (f == f32_dt && t == f16_dt) || (f == f16_dt && t == f32_dt))
-        {
-            continue;
-        }
-        let op = HalfCast { to: cast.to };
-        TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+        let half = matches!((from, cast.to), (f, t) if (f == f32_dt && t == f16_dt) || (f == f16_dt && t == f32_dt));
+        Ok(half.then_some(HalfCast { to: cast.to }))
+    })
 }
 
 #[cfg(test)]

@@ -9,11 +9,10 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 
 use super::available;
-use crate::infer::graph::{chw, float_constant, per_channel, replace_unary};
+use crate::infer::graph::{chw, float_3x3_stride_1, float_constant, per_channel, replace_unary};
 
 /// Outputs a step of the row loop.
 const LANES: usize = 8;
@@ -24,19 +23,13 @@ const LANES: usize = 8;
 /// this to keep such a convolution in f16; [`convolutions`] then checks the shapes and weights.
 pub fn takes(conv: &Conv) -> bool {
     let spec = &conv.pool_spec;
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
     let padding_one = match &spec.padding {
         PaddingSpec::Explicit(before, after) => before.iter().chain(after.iter()).all(|&p| p == 1),
         PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
         _ => false,
     };
     available()
-        && conv.q_params.is_none()
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        && spec.kernel_shape.as_slice() == [3, 3]
-        && ones(&spec.strides)
-        && ones(&spec.dilations)
+        && float_3x3_stride_1(conv)
         && conv.group == spec.input_channels
         && conv.group == spec.output_channels
         && padding_one
@@ -95,29 +88,16 @@ pub fn convolutions(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// A depthwise 3x3 convolution, stride 1, padding 1, of one f16 image (channels first).
-#[derive(Debug, Clone)]
+/// Weights are kept as f16 bits, as the kernel loads them (and so equality is bit for bit).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepthwiseF16 {
     channels: usize,
     size: [usize; 2],
     /// Per channel, the nine taps row by row, then seven zeros: two vectors of eight.
-    taps: Vec<f16>,
-    bias: Vec<f16>,
+    taps: Vec<u16>,
+    bias: Vec<u16>,
     out_shape: Vec<usize>,
 }
-
-/// Equal when they compute the same: weights compared bit for bit.
-impl PartialEq for DepthwiseF16 {
-    fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        self.channels == other.channels
-            && self.size == other.size
-            && self.out_shape == other.out_shape
-            && bits(&self.taps) == bits(&other.taps)
-            && bits(&self.bias) == bits(&other.bias)
-    }
-}
-
-impl Eq for DepthwiseF16 {}
 
 impl DepthwiseF16 {
     /// `kernel`: OIHW, `[channels, 1, 3, 3]`; `bias`: one per channel.
@@ -128,17 +108,18 @@ impl DepthwiseF16 {
         bias: &[f32],
         out_shape: &[usize],
     ) -> DepthwiseF16 {
-        let mut taps = vec![f16::ZERO; channels * 16];
+        let bits = |v: f32| f16::from_f32(v).to_bits();
+        let mut taps = vec![0u16; channels * 16];
         for (c, k) in kernel.chunks_exact(9).enumerate() {
             for (t, &v) in taps[c * 16..c * 16 + 9].iter_mut().zip(k) {
-                *t = f16::from_f32(v);
+                *t = bits(v);
             }
         }
         DepthwiseF16 {
             channels,
             size,
             taps,
-            bias: bias.iter().map(|&b| f16::from_f32(b)).collect(),
+            bias: bias.iter().map(|&b| bits(b)).collect(),
             out_shape: out_shape.to_vec(),
         }
     }
@@ -171,8 +152,8 @@ impl DepthwiseF16 {
                     output_row(
                         rows.as_ptr() as *const u16,
                         stride,
-                        taps.as_ptr() as *const u16,
-                        self.bias[c].to_bits(),
+                        taps.as_ptr(),
+                        self.bias[c],
                         row.as_mut_ptr() as *mut u16,
                         row_vectors,
                     )
@@ -307,13 +288,7 @@ impl TypedOp for DepthwiseF16 {
 #[cfg(all(test, target_arch = "aarch64"))]
 mod tests {
     use super::*;
-
-    fn noise(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::infer::winograd::tests::noise;
 
     /// Against the definition in f64 over the f16-rounded inputs, on widths that are whole
     /// vectors and that are not, and one-row and one-column images.
@@ -341,9 +316,9 @@ mod tests {
             for ch in 0..c {
                 for y in 0..h {
                     for xx in 0..w {
-                        let k = |i: usize| op.taps[ch * 16 + i].to_f64();
-                        let (mut want, mut scale) =
-                            (op.bias[ch].to_f64(), op.bias[ch].to_f64().abs());
+                        let k = |i: usize| f16::from_bits(op.taps[ch * 16 + i]).to_f64();
+                        let bias = f16::from_bits(op.bias[ch]).to_f64();
+                        let (mut want, mut scale) = (bias, bias.abs());
                         for dy in 0..3 {
                             for dx in 0..3 {
                                 let (sy, sx) = (y + dy, xx + dx);

@@ -15,6 +15,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::Silu;
 
 use super::available;
+use crate::infer::graph::replace_each;
 
 /// `f16` bits of the constants: `-log2(e)` in two parts (the second what the first misses),
 /// the cubic for `2^-g` on `g ∈ [-0.5, 0.5]` (least squares on Chebyshev nodes; signs folded
@@ -213,19 +214,16 @@ pub fn fp16_silus(model: &mut TypedModel) -> TractResult<usize> {
     if !available() {
         return Ok(0);
     }
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = model.node(id);
+    replace_each(model, |model, node| {
         let is_silu = node
             .op_as::<ElementWiseOp>()
             .is_some_and(|op| op.0.is::<Silu>());
-        if !is_silu || model.outlet_fact(node.inputs[0])?.datum_type != f16::datum_type() {
-            continue;
+        if !is_silu {
+            return Ok(None);
         }
-        TypedModelPatch::replace_single_op(model, node, &node.inputs, SiluF16)?.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+        let half = model.outlet_fact(node.inputs[0])?.datum_type == f16::datum_type();
+        Ok(half.then_some(SiluF16))
+    })
 }
 
 #[cfg(all(test, target_arch = "aarch64"))]

@@ -30,10 +30,9 @@ use tract_linalg::pack::PackedFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::knobs::KnobScope;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::graph::{chw, float_constant, per_channel, replace_unary};
+use super::graph::{chw, float_3x3_stride_1, float_constant, per_channel, replace_unary};
 
 /// Output pixels a tile computes along each axis, and the input it reads.
 const OUT: usize = 4;
@@ -105,16 +104,7 @@ fn candidate(
     products: DatumType,
 ) -> TractResult<Option<Option<WinogradConv>>> {
     let spec = &conv.pool_spec;
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || spec.kernel_shape.as_slice() != [3, 3]
-        || !ones(&spec.strides)
-        || !ones(&spec.dilations)
-        || node.inputs.len() != 3
-    {
+    if !float_3x3_stride_1(conv) || conv.group != 1 || node.inputs.len() != 3 {
         return Ok(None);
     }
     let in_fact = model.outlet_fact(node.inputs[0])?;
@@ -807,11 +797,13 @@ impl OutputGroup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use tract_onnx::tract_core::ops::cnn::KernelFormat;
+    use tract_onnx::tract_core::ops::nn::DataFormat;
 
-    /// A deterministic pseudo-random value in [-1, 1).
-    fn noise(seed: &mut u64) -> f32 {
+    /// A deterministic pseudo-random value in [-1, 1) (also the FP16 kernels' tests').
+    pub(crate) fn noise(seed: &mut u64) -> f32 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
