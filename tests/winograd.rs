@@ -1,7 +1,7 @@
-//! YOLO11n at fp32 with its stride-1 3x3 convolutions by Winograd's F(4x4, 3x3) (the default on
-//! aarch64) against tract's im2col path, on the sample photos: the same detections, boxes
-//! within a hundredth of a pixel and scores within 1e-4 (the transforms change only the f32
-//! summation order). At 320x320 so it also runs as aarch64 code under qemu, where the op's
+//! YOLO11n at fp32 with its stride-1 3x3 convolutions by Winograd's F(4x4, 3x3) and its 1x1
+//! convolutions on lookout's own matrix products (the default on aarch64) against tract's
+//! path, on the sample photos: the same detections, boxes within a hundredth of a pixel and
+//! scores within 1e-4 (the transforms change only the f32 summation order). At 320x320 so it also runs as aarch64 code under qemu, where the op's
 //! NEON transforms run.
 
 mod common;
@@ -27,11 +27,15 @@ fn winograd_convolutions_and_plane_poolings_detect_what_tract_detects() {
     let (mut winograd, mut tract) = (load(Conv3x3::Winograd), load(Conv3x3::Tract));
     let ops = winograd.engine().op_histogram();
     assert_eq!(ops.get("WinogradConv"), Some(&28), "{ops:?}");
+    // The 1x1 convolutions (all but the box head's distribution sum, which the detector
+    // computes itself) on lookout's matrix products, with their SiLU.
+    assert_eq!(ops.get("PointwiseConv"), Some(&45), "{ops:?}");
     // SPPF's three poolings run on lookout's plane pooling beside it.
     assert_eq!(ops.get("MaxPoolPlanes"), Some(&3), "{ops:?}");
     let reference = tract.engine().op_histogram();
     assert!(!reference.contains_key("WinogradConv"), "{reference:?}");
     assert!(!reference.contains_key("MaxPoolPlanes"), "{reference:?}");
+    assert!(!reference.contains_key("PointwiseConv"), "{reference:?}");
 
     let params = DecodeParams::default();
     let (mut compared, mut worst_box, mut worst_score) = (0, 0f32, 0f32);

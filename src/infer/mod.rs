@@ -11,6 +11,7 @@ mod max_pool;
 pub mod onnx_metadata;
 mod onnx_weights;
 pub mod pointnet;
+mod pointwise;
 pub mod sam;
 mod verified;
 pub mod winograd;
@@ -244,6 +245,8 @@ impl Engine {
         let mut winograd = 0;
         let mut decluttered = false;
         if !quantized && options.precision != Precision::Int8 && options.conv3x3.winograd() {
+            // Before tract declutters: its passes then meet none of these convolutions.
+            let pointwise = pointwise::convolutions(&mut typed).map_err(shape_err)?;
             int8::declutter_keeping_layout(&mut typed).map_err(shape_err)?;
             decluttered = true;
             // f16 products where the CPU has an f16 matrix kernel (Cortex-A76): the
@@ -258,7 +261,7 @@ impl Engine {
             // time, was 17.5 M instructions of a Cortex-A72 YOLO11n frame.
             let pools = max_pool::poolings(&mut typed).map_err(shape_err)?;
             log::debug!(
-                "{}: {winograd} 3x3 convolutions by Winograd F(4x4, 3x3), {pools} max poolings on planes",
+                "{}: {pointwise} 1x1 convolutions on lookout's matrix products, {winograd} 3x3 convolutions by Winograd F(4x4, 3x3), {pools} max poolings on planes",
                 path.display()
             );
         }
