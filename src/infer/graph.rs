@@ -2,6 +2,7 @@
 //! model: constant weights, activation shapes, per-channel biases; and how they replace a node.
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -46,18 +47,24 @@ pub fn per_channel(bias: Vec<f32>, outputs: usize) -> Option<Vec<f32>> {
     }
 }
 
-/// Whether `conv` is a float 3x3 convolution with stride and dilation 1 on a channels-first
-/// activation, weights in OIHW: what lookout's own 3x3 ops (Winograd, FP16 depthwise) compute.
-/// Grouping, padding and shapes are theirs to check.
-pub fn float_3x3_stride_1(conv: &Conv) -> bool {
+/// Whether `conv` is a float convolution with a `kernel`-sized window, stride and dilation 1, on
+/// a channels-first activation, weights in OIHW: what lookout's own convolution ops compute
+/// (3x3: Winograd, FP16 depthwise; 1x1: pointwise). Grouping, padding and shapes are theirs to
+/// check.
+pub fn float_stride_1(conv: &Conv, kernel: [usize; 2]) -> bool {
     let spec = &conv.pool_spec;
     let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
     conv.q_params.is_none()
         && conv.kernel_fmt == KernelFormat::OIHW
         && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        && spec.kernel_shape.as_slice() == [3, 3]
+        && spec.kernel_shape.as_slice() == kernel
         && ones(&spec.strides)
         && ones(&spec.dilations)
+}
+
+/// [`float_stride_1`] with a 3x3 window.
+pub fn float_3x3_stride_1(conv: &Conv) -> bool {
+    float_stride_1(conv, [3, 3])
 }
 
 /// Replaces node `id` (one output) by `op` applied to the node's first input, under `name`.
@@ -67,12 +74,55 @@ pub fn replace_unary(
     name: &str,
     op: impl Into<Box<dyn TypedOp>>,
 ) -> TractResult<()> {
-    let input = model.node(id).inputs[0];
+    replace_chain(model, id, id, name, op)
+}
+
+/// Replaces the nodes from `first` to `last` (one output, what `op` computes) by `op` applied
+/// to `first`'s first input, under `name`: `last`'s successors read `op` instead.
+pub fn replace_chain(
+    model: &mut TypedModel,
+    first: usize,
+    last: usize,
+    name: &str,
+    op: impl Into<Box<dyn TypedOp>>,
+) -> TractResult<()> {
+    let input = model.node(first).inputs[0];
     let mut patch = TypedModelPatch::default();
     let input = patch.tap_model(model, input)?;
     let out = patch.wire_node(name, op, &[input])?[0];
-    patch.shunt_outside(model, OutletId::new(id, 0), out)?;
+    patch.shunt_outside(model, OutletId::new(last, 0), out)?;
     patch.apply(model)
+}
+
+/// The value of `outlet` as f32 when it is a constant seen through casts: before tract
+/// declutters, ONNX's bias reaches a convolution through a cast to the activations' type,
+/// and after the f16 translation weights and bias through casts to f16, which tract folds
+/// into constants only when it declutters. The casts are applied in order, as they would run.
+pub fn through_casts(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
+    let mut casts = vec![];
+    let mut at = outlet;
+    let konst = loop {
+        if let Some(k) = model.outlet_fact(at)?.konst.clone() {
+            break k;
+        }
+        let node = model.node(at.node);
+        match node.op_as::<Cast>() {
+            Some(cast) if node.inputs.len() == 1 && casts.len() < 4 => {
+                casts.push(cast.to);
+                at = node.inputs[0];
+            }
+            _ => return Ok(None),
+        }
+    };
+    let mut value: Tensor = (*konst).clone();
+    for to in casts.into_iter().rev() {
+        value = value.cast_to_dt(to)?.into_owned();
+    }
+    if ![f32::datum_type(), f16::datum_type()].contains(&value.datum_type()) {
+        return Ok(None);
+    }
+    let value = value.cast_to::<f32>()?;
+    Ok(Some(value.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
 }
 
 /// Replaces every node of `model` for which `replacement` gives an op by that op on the same

@@ -19,14 +19,13 @@ use tract_linalg::{BinOp, Func};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cast::Cast;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::Mul;
-use tract_onnx::tract_core::ops::nn::{DataFormat, Sigmoid};
+use tract_onnx::tract_core::ops::nn::Sigmoid;
 
 use super::fp16;
-use super::graph::{chw, per_channel};
+use super::graph::{chw, float_stride_1, per_channel, replace_chain, through_casts};
 
 /// Rewrites every f32 or f16 1x1 convolution of `model` this op computes into a [`PointwiseConv`],
 /// taking the SiLU (`x * sigmoid(x)`) that follows it along where there is one. Run on the
@@ -43,14 +42,8 @@ pub fn convolutions(model: &mut TypedModel) -> TractResult<usize> {
         };
         let silu = silu_after(model, id);
         op.silu = silu.is_some();
-        let replaced = silu.unwrap_or(id);
         let name = format!("{}.pointwise", node.name);
-        let input = node.inputs[0];
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, input)?;
-        let out = patch.wire_node(name, op, &[input])?[0];
-        patch.shunt_outside(model, OutletId::new(replaced, 0), out)?;
-        patch.apply(model)?;
+        replace_chain(model, id, silu.unwrap_or(id), &name, op)?;
         rewritten += 1;
     }
     Ok(rewritten)
@@ -91,16 +84,7 @@ fn candidate(
     conv: &Conv,
 ) -> TractResult<Option<PointwiseConv>> {
     let spec = &conv.pool_spec;
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&s| s == 1));
-    if conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || spec.kernel_shape.as_slice() != [1, 1]
-        || !ones(&spec.strides)
-        || !ones(&spec.dilations)
-        || conv.group != 1
-        || node.inputs.len() != 3
-    {
+    if !float_stride_1(conv, [1, 1]) || conv.group != 1 || node.inputs.len() != 3 {
         return Ok(None);
     }
     let in_fact = model.outlet_fact(node.inputs[0])?;
@@ -136,37 +120,6 @@ fn candidate(
         return Ok(None);
     }
     PointwiseConv::new(c, h * w, &weights, bias, out_shape, io)
-}
-
-/// The value of `outlet` as f32 when it is a constant seen through casts: before tract
-/// declutters, ONNX's bias reaches a convolution through a cast to the activations' type,
-/// and after the f16 translation weights and bias through casts to f16, which tract folds
-/// into constants only when it declutters. The casts are applied in order, as they would run.
-fn through_casts(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
-    let mut casts = vec![];
-    let mut at = outlet;
-    let konst = loop {
-        if let Some(k) = model.outlet_fact(at)?.konst.clone() {
-            break k;
-        }
-        let node = model.node(at.node);
-        match node.op_as::<Cast>() {
-            Some(cast) if node.inputs.len() == 1 && casts.len() < 4 => {
-                casts.push(cast.to);
-                at = node.inputs[0];
-            }
-            _ => return Ok(None),
-        }
-    };
-    let mut value: Tensor = (*konst).clone();
-    for to in casts.into_iter().rev() {
-        value = value.cast_to_dt(to)?.into_owned();
-    }
-    if ![f32::datum_type(), f16::datum_type()].contains(&value.datum_type()) {
-        return Ok(None);
-    }
-    let value = value.cast_to::<f32>()?;
-    Ok(Some(value.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
 }
 
 struct Plan {
