@@ -138,6 +138,13 @@ fn decoder_matches_onnxruntime_for_points_box_and_mask_prompts() {
             Some(&ramp),
         ),
     ];
+    // The prompt-free part of the decoder runs once per embedding and mask input, its outputs
+    // kept: the cases below reuse them (two prompts without a mask in a row) and replace them
+    // (a mask input, then none again), and must match the references either way.
+    assert!(
+        sam.decoder_is_split(),
+        "the decoder was not cut at the prompt"
+    );
     // Run them twice in a different order: one decoder plan serves every number of points.
     for round in 0..2 {
         for (name, coords, labels, mask) in cases.iter().cycle().skip(round).take(3) {

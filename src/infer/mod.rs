@@ -14,6 +14,7 @@ mod onnx_weights;
 pub mod pointnet;
 mod pointwise;
 pub mod sam;
+mod split;
 mod verified;
 pub mod winograd;
 pub mod yolo;
@@ -328,59 +329,48 @@ impl Engine {
         input_facts: &dyn Fn(&InferenceModel) -> Vec<InferenceFact>,
         options: &EngineOptions,
     ) -> Result<Engine, ModelError> {
-        let invalid = |e: TractError| ModelError::Invalid {
-            path: path.to_path_buf(),
-            reason: first_line(&e),
-        };
-        let mut model = read_onnx(path, bytes)?;
-        let input_facts = input_facts(&model);
-        let inputs = model.input_outlets().map_err(invalid)?.len();
-        if inputs != input_facts.len() {
-            return Err(ModelError::Unsupported {
+        let (typed, precision) = read_multi_input(path, bytes, input_facts)?;
+        Engine::from_typed(path, typed, options, false, precision)
+    }
+
+    /// The plan of a typed model that has its input facts (several inputs: no f16
+    /// translation), optimised here.
+    fn from_typed(
+        path: &Path,
+        typed: TypedModel,
+        options: &EngineOptions,
+        decluttered: bool,
+        precision: Precision,
+    ) -> Result<Engine, ModelError> {
+        let (plan, state) =
+            runnable(typed, options, decluttered).map_err(|e| ModelError::Shape {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "expected {} inputs, the model has {inputs}",
-                    input_facts.len()
-                ),
-            });
-        }
-        let shape_err = |e: TractError| ModelError::Shape {
-            path: path.to_path_buf(),
-            shape: Vec::new(),
-            reason: first_line(&e),
-        };
-        for (i, fact) in input_facts.into_iter().enumerate() {
-            model.set_input_fact(i, fact).map_err(shape_err)?;
-        }
-        let quantized = is_quantized(&model);
-        let typed = model.into_typed().map_err(shape_err)?;
-        let (plan, state) = runnable(typed, options, false).map_err(shape_err)?;
+                shape: Vec::new(),
+                reason: first_line(&e),
+            })?;
         Ok(Engine {
             path: path.to_path_buf(),
             plan,
             state,
             input_shape: Vec::new(),
-            // Multi-input models (SAM's decoder) run as their file says: fp32, or int8 when
-            // quantized (no f16 translation).
-            precision: if quantized {
-                Precision::Int8
-            } else {
-                Precision::Fp32
-            },
+            precision,
         })
     }
 
     /// Runs a model loaded by [`Engine::load_multi_input`]; tract checks the inputs against
     /// the facts given at load.
     pub fn run_inputs(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
-        let outputs = self
-            .state
-            .run(inputs.into_iter().map(TValue::from).collect())
-            .map_err(|e| ModelError::Run {
-                path: self.path.clone(),
-                reason: first_line(&e),
-            })?;
+        let outputs = self.run_values(inputs.into_iter().map(TValue::from).collect())?;
         Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
+    }
+
+    /// [`Engine::run_inputs`] on values that may be shared (an input kept for many runs is
+    /// passed without a copy; an op that writes in place copies it first).
+    pub fn run_values(&mut self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
+        self.state.run(inputs).map_err(|e| ModelError::Run {
+            path: self.path.clone(),
+            reason: first_line(&e),
+        })
     }
 
     pub fn input_shape(&self) -> &[usize] {
@@ -569,6 +559,45 @@ fn is_quantized(model: &InferenceModel) -> bool {
         .nodes()
         .iter()
         .any(|n| QUANTIZATION_OPS.contains(&n.op.name().as_ref()))
+}
+
+/// A model with several inputs, typed with the facts `input_facts` gives, and the precision
+/// it runs at: as its file says, fp32 or int8 when quantized (no f16 translation).
+fn read_multi_input(
+    path: &Path,
+    bytes: &[u8],
+    input_facts: &dyn Fn(&InferenceModel) -> Vec<InferenceFact>,
+) -> Result<(TypedModel, Precision), ModelError> {
+    let invalid = |e: TractError| ModelError::Invalid {
+        path: path.to_path_buf(),
+        reason: first_line(&e),
+    };
+    let mut model = read_onnx(path, bytes)?;
+    let input_facts = input_facts(&model);
+    let inputs = model.input_outlets().map_err(invalid)?.len();
+    if inputs != input_facts.len() {
+        return Err(ModelError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!(
+                "expected {} inputs, the model has {inputs}",
+                input_facts.len()
+            ),
+        });
+    }
+    let shape_err = |e: TractError| ModelError::Shape {
+        path: path.to_path_buf(),
+        shape: Vec::new(),
+        reason: first_line(&e),
+    };
+    for (i, fact) in input_facts.into_iter().enumerate() {
+        model.set_input_fact(i, fact).map_err(shape_err)?;
+    }
+    let precision = if is_quantized(&model) {
+        Precision::Int8
+    } else {
+        Precision::Fp32
+    };
+    Ok((model.into_typed().map_err(shape_err)?, precision))
 }
 
 /// Reads an ONNX file's graph, the same way for every model. Ultralytics exports declare

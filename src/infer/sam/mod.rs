@@ -22,6 +22,7 @@ pub use paths::SamModelPaths;
 pub use section::SegmenterSection;
 pub use tensors::{encoder_input, prompt_tensors, select_and_upscale};
 
+use super::split::SplitEngine;
 use super::{read_model_file, Engine, EngineOptions, ModelError, Precision};
 use crate::decode::mask::{Mask, SamGeometry, LOW_RES_SIDE, SAM_INPUT_SIDE};
 use image::RgbImage;
@@ -122,7 +123,9 @@ pub struct DecoderOutput {
 /// MobileSAM through tract, with the last frame's embedding cached.
 pub struct SamSegmenter {
     encoder: Engine,
-    decoder: Engine,
+    /// Cut at the prompt: what depends only on the embedding and the mask input runs once
+    /// per embedding ([`SplitEngine`]), the rest once per prompt.
+    decoder: SplitEngine,
     decoder_path: PathBuf,
     channels: usize,
     cached: Option<Arc<Embedding>>,
@@ -164,13 +167,14 @@ impl SamSegmenter {
         })
     }
 
-    /// The decoder with a symbolic number of prompt points, so one plan serves every prompt.
+    /// The decoder with a symbolic number of prompt points, so one plan serves every prompt,
+    /// cut between what the prompt's points (inputs 1 and 2) reach and what they do not.
     fn load_decoder(
         path: &Path,
         bytes: &[u8],
         channels: usize,
         options: &EngineOptions,
-    ) -> Result<Engine, ModelError> {
+    ) -> Result<SplitEngine, ModelError> {
         let facts = |model: &InferenceModel| {
             let n = model.symbols.sym("num_points").to_dim();
             let one = 1.to_dim();
@@ -185,7 +189,7 @@ impl SamSegmenter {
                 f32::fact([1]).into(),
             ]
         };
-        Engine::load_multi_input(path, bytes, &facts, options)
+        SplitEngine::load(path, bytes, &facts, options, &[1, 2])
     }
 
     /// Channels of the image embedding (256 for MobileSAM).
@@ -214,6 +218,11 @@ impl SamSegmenter {
         }
     }
 
+    /// Whether the decoder runs cut at the prompt (its prompt-free part once per embedding).
+    pub fn decoder_is_split(&self) -> bool {
+        self.decoder.is_split()
+    }
+
     /// The encoder's engine: kernels and operators for `lookout info`.
     pub fn encoder_engine(&self) -> &Engine {
         &self.encoder
@@ -230,6 +239,9 @@ impl SamSegmenter {
             }
         }
         let (input, geometry) = encoder_input(image)?;
+        // The decoder's kept prompt-free part belongs to the previous embedding: freed before
+        // the encoder's activations peak, so keeping it costs no peak memory.
+        self.decoder.forget();
         let tensor = self.encoder.run(input)?;
         let embedding = Arc::new(Embedding {
             frame_id,
@@ -242,6 +254,7 @@ impl SamSegmenter {
 
     /// Runs the encoder on a ready input tensor (parity tests and benchmarks).
     pub fn encode_tensor(&mut self, input: Tensor) -> Result<Tensor, SamError> {
+        self.decoder.forget();
         Ok(self.encoder.run(input)?)
     }
 
