@@ -18,7 +18,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::graph::{chw, float_constant, per_channel, replace_unary};
+use super::graph::{chw, replace_unary, weights_and_bias};
 
 /// Rewrites every f32 depthwise 3x3 convolution [`DepthwiseF32`] computes (stride 1 or 2,
 /// dilation 1, padding at most 2 per side, constant weights and bias, one image) into one.
@@ -78,18 +78,9 @@ fn candidate(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Depthwi
     if oc != c || h == 0 || w == 0 || !fits(h, oh, top) || !fits(w, ow, left) {
         return Ok(None);
     }
-    let (Some(kernel), Some(bias)) = (
-        float_constant(model, node.inputs[1])?,
-        float_constant(model, node.inputs[2])?,
-    ) else {
+    let Some((kernel, bias)) = weights_and_bias(model, node, c, c * 9)? else {
         return Ok(None);
     };
-    let Some(bias) = per_channel(bias, c) else {
-        return Ok(None);
-    };
-    if kernel.len() != c * 9 {
-        return Ok(None);
-    }
     Ok(Some(DepthwiseF32 {
         channels: c,
         input: [h, w],
@@ -184,17 +175,7 @@ impl DepthwiseF32 {
                 let n = vectors * LANES;
                 let inputs: [&[f32]; 9] = if s == 1 {
                     let r = |dy: usize, dx: usize| &padded[(y + dy) * pw + dx..][..n];
-                    [
-                        r(0, 0),
-                        r(0, 1),
-                        r(0, 2),
-                        r(1, 0),
-                        r(1, 1),
-                        r(1, 2),
-                        r(2, 0),
-                        r(2, 1),
-                        r(2, 2),
-                    ]
+                    std::array::from_fn(|t| r(t / 3, t % 3))
                 } else {
                     for dy in 0..3 {
                         let src = &padded[(2 * y + dy) * pw..][..pw];
@@ -208,17 +189,7 @@ impl DepthwiseF32 {
                         }
                     }
                     let r = |dy: usize, dx: usize| &shifted[(dy * 3 + dx) * n..][..n];
-                    [
-                        r(0, 0),
-                        r(0, 1),
-                        r(0, 2),
-                        r(1, 0),
-                        r(1, 1),
-                        r(1, 2),
-                        r(2, 0),
-                        r(2, 1),
-                        r(2, 2),
-                    ]
+                    std::array::from_fn(|t| r(t / 3, t % 3))
                 };
                 output_row::<FUSED>(&inputs, taps, self.bias[c], &mut row);
                 dst.copy_from_slice(&row[..ow]);

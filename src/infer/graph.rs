@@ -47,6 +47,25 @@ pub fn per_channel(bias: Vec<f32>, outputs: usize) -> Option<Vec<f32>> {
     }
 }
 
+/// A convolution node's weights (inputs 1 and 2: f32 or f16 constants) as `kernel_len` values
+/// and one bias value per output channel; `None` when they are not constants of those sizes.
+pub fn weights_and_bias(
+    model: &TypedModel,
+    node: &TypedNode,
+    outputs: usize,
+    kernel_len: usize,
+) -> TractResult<Option<(Vec<f32>, Vec<f32>)>> {
+    let (Some(kernel), Some(bias)) = (
+        float_constant(model, node.inputs[1])?,
+        float_constant(model, node.inputs[2])?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(per_channel(bias, outputs)
+        .filter(|_| kernel.len() == kernel_len)
+        .map(|bias| (kernel, bias)))
+}
+
 /// Whether `conv` is a float convolution with a `kernel`-sized window, stride and dilation 1, on
 /// a channels-first activation, weights in OIHW: what lookout's own convolution ops compute
 /// (3x3: Winograd, FP16 depthwise; 1x1: pointwise). Grouping, padding and shapes are theirs to

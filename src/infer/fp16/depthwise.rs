@@ -12,7 +12,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 
 use super::available;
-use crate::infer::graph::{chw, float_3x3_stride_1, float_constant, per_channel, replace_unary};
+use crate::infer::graph::{chw, float_3x3_stride_1, replace_unary, weights_and_bias};
 
 /// Outputs a step of the row loop.
 const LANES: usize = 8;
@@ -67,18 +67,9 @@ pub fn convolutions(model: &mut TypedModel) -> TractResult<usize> {
         if out_chw != [c, h, w] {
             continue;
         }
-        let (Some(kernel), Some(bias)) = (
-            float_constant(model, node.inputs[1])?,
-            float_constant(model, node.inputs[2])?,
-        ) else {
+        let Some((kernel, bias)) = weights_and_bias(model, node, c, c * 9)? else {
             continue;
         };
-        let Some(bias) = per_channel(bias, c) else {
-            continue;
-        };
-        if kernel.len() != c * 9 {
-            continue;
-        }
         let op = DepthwiseF16::new(c, [h, w], &kernel, &bias, out_shape);
         let name = format!("{}.depthwise_f16", node.name);
         replace_unary(model, id, &name, op)?;

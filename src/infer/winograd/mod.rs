@@ -32,7 +32,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::graph::{chw, float_3x3_stride_1, float_constant, per_channel, replace_unary};
+use super::graph::{chw, float_3x3_stride_1, replace_unary, weights_and_bias};
 
 /// Output pixels a tile computes along each axis, and the input it reads.
 const OUT: usize = 4;
@@ -131,18 +131,12 @@ fn candidate(
     {
         return Ok(None);
     }
-    let (Some(kernel), Some(bias)) = (
-        float_constant(model, node.inputs[1])?,
-        float_constant(model, node.inputs[2])?,
-    ) else {
-        return Ok(None);
-    };
-    let Some(bias) = per_channel(bias, o) else {
-        return Ok(None);
-    };
-    if kernel.len() != o * c * 9 || transformed_bytes(c, o, [h, w]) > MAX_TRANSFORMED_BYTES {
+    if transformed_bytes(c, o, [h, w]) > MAX_TRANSFORMED_BYTES {
         return Ok(None);
     }
+    let Some((kernel, bias)) = weights_and_bias(model, node, o, o * c * 9)? else {
+        return Ok(None);
+    };
     Ok(Some(WinogradConv::new(
         c,
         [h, w],
