@@ -145,11 +145,7 @@ pub fn run(spec: &BenchSpec, frames: &[RgbImage]) -> Result<BenchReport, ModelEr
     let wall = started.elapsed();
     let mut profile: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
     for i in 0..spec.profile_runs {
-        for op in detector.profile(frame(i))? {
-            let entry = profile.entry(op.op).or_default();
-            entry.0 = op.nodes;
-            entry.1 += op.total;
-        }
+        add_profile(&mut profile, detector.profile(frame(i))?);
     }
     let pipeline = if spec.pipeline_frames > 0 {
         Some(run_pipeline(&mut detector, spec, frames)?)
@@ -340,6 +336,9 @@ pub struct ModelBench {
     /// Frames (encoder + one prompt) or scans per second, back to back.
     pub per_second: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Per profiled stage (MobileSAM's `encoder`), the mean time per operator kind over the
+    /// `--profile` runs; empty without them.
+    pub profile: BTreeMap<String, Vec<OpShare>>,
 }
 
 /// Runs `step` at least `iters` times (or for `duration`), returning each run's stage times.
@@ -386,17 +385,21 @@ fn model_bench(
             runs.len() as f64 / wall.as_secs_f64()
         },
         peak_rss_mib: peak_rss_mib(),
+        profile: BTreeMap::new(),
     }
 }
 
 /// MobileSAM (`PREFIX_encoder.onnx` + `PREFIX_decoder.onnx`): the encoder on a new frame each
-/// run, then the decoder with the frame's central box as the prompt.
+/// run, then the decoder with the frame's central box as the prompt; then `profile_runs`
+/// encoder runs timed node by node.
+#[allow(clippy::too_many_arguments)]
 pub fn run_sam(
     prefix: &str,
     precision: Precision,
     threads: usize,
     iters: usize,
     duration: Option<Duration>,
+    profile_runs: usize,
     photos: &[RgbImage],
 ) -> Result<ModelBench, crate::infer::sam::SamError> {
     use crate::infer::sam::{Prompt, SamModelPaths, SamSegmenter};
@@ -434,14 +437,23 @@ pub fn run_sam(
     step(usize::MAX - 1)?;
     let first = t1.elapsed();
     let runs = timed_runs(iters, duration, step)?;
-    let precision = sam.precision_label();
-    Ok(model_bench(
-        (model, "segment", precision),
+    let mut report = model_bench(
+        (model, "segment", sam.precision_label()),
         threads,
         (load, first),
         &["encoder", "decoder"],
         runs,
-    ))
+    );
+    let mut profile: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+    for i in 0..profile_runs {
+        add_profile(&mut profile, sam.profile_encoder(photo(i))?);
+    }
+    if profile_runs > 0 {
+        report
+            .profile
+            .insert("encoder".into(), shares(profile, profile_runs));
+    }
+    Ok(report)
 }
 
 /// The LiDAR path on simulated VLP-16 scans of streets (`lookout_lidar::synthetic`): ground
@@ -498,6 +510,15 @@ pub fn run_lidar(
         &["segment", "classify"],
         runs,
     ))
+}
+
+/// Adds one profiled run's time per operator kind to `profile`.
+fn add_profile(profile: &mut BTreeMap<String, (usize, Duration)>, run: Vec<crate::infer::OpTime>) {
+    for op in run {
+        let entry = profile.entry(op.op).or_default();
+        entry.0 = op.nodes;
+        entry.1 += op.total;
+    }
 }
 
 /// Mean time per operator kind, most expensive first, with its share of the total.

@@ -171,7 +171,11 @@ fn print_profile(r: &BenchReport) {
         "  inference time by operator ({} {} thr):",
         r.input, r.threads
     );
-    for op in &r.profile {
+    print_op_shares(&r.profile);
+}
+
+fn print_op_shares(ops: &[lookout::bench::OpShare]) {
+    for op in ops {
         println!(
             "    {:<28} {:>4} nodes {:>8.1} ms {:>5.1}%",
             op.op, op.nodes, op.ms, op.percent
@@ -284,7 +288,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         match model_kind(model_spec) {
             Kind::Segment(prefix) => {
                 for &(t, p) in &configs {
-                    let r = lookout::bench::run_sam(&prefix, p, t, args.iters, duration, &frames)?;
+                    let r = lookout::bench::run_sam(
+                        &prefix,
+                        p,
+                        t,
+                        args.iters,
+                        duration,
+                        args.profile,
+                        &frames,
+                    )?;
                     print_model_bench(&r, args.json)?;
                 }
                 continue;
@@ -417,5 +429,9 @@ fn print_model_bench(r: &lookout::bench::ModelBench, json: bool) -> anyhow::Resu
         if r.kind == "lidar" { "scans" } else { "frames" },
         r.peak_rss_mib.unwrap_or(f64::NAN),
     );
+    for (stage, ops) in &r.profile {
+        println!("  {stage} time by operator ({} thr):", r.threads);
+        print_op_shares(ops);
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod fp16;
 mod graph;
 mod half_cast;
 pub mod int8;
+mod lazy_pack;
 mod max_pool;
 pub mod onnx_metadata;
 mod onnx_weights;
@@ -639,6 +640,8 @@ fn runnable(
     // whole moved less than that machine's noise. (tract has no such op on aarch64.)
     let im2col = KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", "true")])?;
     im2col.enter(|| typed.optimize())?;
+    let lazy = lazy_pack::activations(&mut typed)?;
+    log::debug!("{lazy} activations packed panel by panel");
     half_cast::vectorised_casts(&mut typed)?;
     fp16::silu::fp16_silus(&mut typed)?;
     int8::fold_tables(&mut typed)?;

@@ -23,7 +23,7 @@ pub use section::SegmenterSection;
 pub use tensors::{encoder_input, prompt_tensors, select_and_upscale};
 
 use super::split::SplitEngine;
-use super::{read_model_file, Engine, EngineOptions, ModelError, Precision};
+use super::{read_model_file, Engine, EngineOptions, ModelError, OpTime, Precision};
 use crate::decode::mask::{Mask, SamGeometry, LOW_RES_SIDE, SAM_INPUT_SIDE};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -250,6 +250,14 @@ impl SamSegmenter {
         });
         self.cached = Some(Arc::clone(&embedding));
         Ok(embedding)
+    }
+
+    /// Runs the encoder once on `image`, timing every node (`lookout bench --profile`): the time
+    /// per operator kind, most expensive first. Leaves the embedding cache as it was.
+    pub fn profile_encoder(&mut self, image: &RgbImage) -> Result<Vec<OpTime>, SamError> {
+        let (input, _) = encoder_input(image)?;
+        self.decoder.forget();
+        Ok(self.encoder.profile(input)?)
     }
 
     /// Runs the encoder on a ready input tensor (parity tests and benchmarks).
