@@ -23,7 +23,7 @@ fn segment(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn segment_writes_mask_and_overlay_and_prints_scores() {
-    let out_dir = std::env::temp_dir().join(format!("lookout-segment-{}", std::process::id()));
+    let out_dir = common::scratch("segment");
     let out = segment(&[
         "--point",
         "200,150",
@@ -126,7 +126,7 @@ fn detect_with_segment_gives_each_detection_a_mask_within_the_budgets() {
 
 #[test]
 fn everything_mode_prints_the_masks_of_a_point_grid() {
-    let out_dir = std::env::temp_dir().join(format!("lookout-everything-{}", std::process::id()));
+    let out_dir = common::scratch("everything");
     let out = segment(&[
         "--everything",
         "3",

@@ -231,8 +231,7 @@ fn lidar_command_prints_one_json_line_per_rotation_of_the_capture() {
     // A capture cut mid-record: the rotation still comes out, the truncation is counted and the
     // exit status says something was wrong.
     let bytes = std::fs::read(&capture).expect("capture");
-    let dir = std::env::temp_dir().join(format!("lookout-lidar-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::scratch("lidar-cli");
     let cut = dir.join("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
     let output = common::lookout_command()
@@ -341,8 +340,7 @@ fn lidar_command_reads_a_live_velodyne_on_udp() {
 
 #[test]
 fn a_model_given_by_path_takes_its_class_names_from_its_training_report() {
-    let dir = std::env::temp_dir().join(format!("lookout-pointnet-path-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = common::scratch("pointnet-path");
     let model = dir.join("mine.onnx");
     std::fs::copy(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/pointnet_synthetic.onnx"),
@@ -498,8 +496,7 @@ fn lidar_command_recognises_the_ouster_capture_and_names_what_is_missing() {
     );
 
     // Without the metadata: no scan, exit status 1, and the flag to pass.
-    let alone = std::env::temp_dir().join(format!("lookout-ouster-{}", std::process::id()));
-    std::fs::create_dir_all(&alone).expect("temp dir");
+    let alone = common::scratch("ouster");
     std::fs::copy(&capture, alone.join("capture.pcap")).expect("copy");
     let output = common::lookout_command()
         .args(["lidar", "--no-classify", "--pcap"])

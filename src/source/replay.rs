@@ -261,11 +261,16 @@ fn classify(path: &Path, e: image::ImageError) -> ImageError {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("lookout-replay-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// The workspace's test scratch directories (removed when a test passes).
+    mod scratch {
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/scratch.rs"
+        ));
+    }
+
+    fn temp_dir(name: &str) -> scratch::Scratch {
+        scratch::scratch(&format!("replay-{name}"))
     }
 
     #[test]

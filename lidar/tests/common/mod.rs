@@ -90,10 +90,10 @@ pub fn pcap_of(payloads: &[Vec<u8>], port: u16, big_endian: bool) -> Vec<u8> {
     out
 }
 
-/// A fresh temporary directory for one test.
-pub fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lookout-lidar-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+#[path = "../../../tests/common/scratch.rs"]
+mod scratch;
+
+/// A fresh temporary directory for one test (removed when it passes).
+pub fn temp_dir(test: &str) -> scratch::Scratch {
+    scratch::scratch(&format!("lidar-{test}"))
 }
