@@ -402,7 +402,7 @@ pub fn run_sam(
     profile_runs: usize,
     photos: &[RgbImage],
 ) -> Result<ModelBench, crate::infer::sam::SamError> {
-    use crate::infer::sam::{Prompt, SamModelPaths, SamSegmenter};
+    use crate::infer::sam::{SamModelPaths, SamSegmenter};
     reset_peak_rss();
     let t0 = Instant::now();
     let paths = SamModelPaths::from_prefix(prefix).for_precision(precision);
@@ -424,13 +424,8 @@ pub fn run_sam(
         // A new frame id each run: the embedding cache must not answer.
         let embedding = sam.embed(i as u64 + 1, image)?;
         let encoder = t.elapsed();
-        let (w, h) = (image.width() as f32, image.height() as f32);
-        let prompt = Prompt {
-            bbox: Some([w * 0.25, h * 0.25, w * 0.75, h * 0.75]),
-            ..Prompt::default()
-        };
         let t = Instant::now();
-        sam.segment(&embedding, &prompt)?;
+        sam.segment(&embedding, &central_box(image))?;
         Ok(vec![encoder, t.elapsed()])
     };
     let t1 = Instant::now();
@@ -444,16 +439,34 @@ pub fn run_sam(
         &["encoder", "decoder"],
         runs,
     );
-    let mut profile: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+    let (mut encoder, mut decoder) = (BTreeMap::new(), BTreeMap::new());
     for i in 0..profile_runs {
-        add_profile(&mut profile, sam.profile_encoder(photo(i))?);
+        let image = photo(i);
+        add_profile(&mut encoder, sam.profile_encoder(image)?);
+        let embedding = sam.embed(u64::MAX - i as u64, image)?;
+        add_profile(
+            &mut decoder,
+            sam.profile_decoder(&embedding, &central_box(image))?,
+        );
     }
     if profile_runs > 0 {
         report
             .profile
-            .insert("encoder".into(), shares(profile, profile_runs));
+            .insert("encoder".into(), shares(encoder, profile_runs));
+        report
+            .profile
+            .insert("decoder".into(), shares(decoder, profile_runs));
     }
     Ok(report)
+}
+
+/// The box prompt the MobileSAM bench segments: the image's central half.
+fn central_box(image: &RgbImage) -> crate::infer::sam::Prompt {
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    crate::infer::sam::Prompt {
+        bbox: Some([w * 0.25, h * 0.25, w * 0.75, h * 0.75]),
+        ..Default::default()
+    }
 }
 
 /// The LiDAR path on simulated VLP-16 scans of streets (`lookout_lidar::synthetic`): ground

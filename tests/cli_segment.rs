@@ -214,3 +214,33 @@ fn board_config_segmenter_section_turns_masks_on_and_names_bad_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_profile_times_the_encoder_and_the_decoder_by_operator() {
+    let out = common::lookout_command()
+        .arg("bench")
+        .arg("--models")
+        .arg(root().join("tests/fixtures/sam/mobilesam_tiny"))
+        .args(["--threads", "1", "--iters", "1", "--warmup", "0"])
+        .args(["--pipeline-frames", "0", "--profile", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for stage in ["encoder", "decoder"] {
+        let ops = report["profile"][stage]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {stage} profile: {report}"));
+        let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+        assert!(names.contains(&"OptMatMul"), "{stage}: {names:?}");
+        let percent: f64 = ops.iter().map(|o| o["percent"].as_f64().unwrap()).sum();
+        assert!(
+            (percent - 100.0).abs() < 0.5,
+            "{stage}: shares add to {percent}"
+        );
+    }
+}

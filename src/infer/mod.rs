@@ -191,6 +191,8 @@ pub struct Engine {
     state: TypedSimpleState,
     input_shape: Vec<usize>,
     precision: Precision,
+    /// While profiling ([`Engine::start_profile`]): every run's time per operator kind.
+    profile: Option<BTreeMap<String, OpTime>>,
 }
 
 impl Engine {
@@ -309,6 +311,7 @@ impl Engine {
             p => p,
         };
         Ok(Engine {
+            profile: None,
             path: path.to_path_buf(),
             plan,
             state,
@@ -350,6 +353,7 @@ impl Engine {
                 reason: first_line(&e),
             })?;
         Ok(Engine {
+            profile: None,
             path: path.to_path_buf(),
             plan,
             state,
@@ -368,10 +372,54 @@ impl Engine {
     /// [`Engine::run_inputs`] on values that may be shared (an input kept for many runs is
     /// passed without a copy; an op that writes in place copies it first).
     pub fn run_values(&mut self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
-        self.state.run(inputs).map_err(|e| ModelError::Run {
+        self.run_plan(inputs).map_err(|e| ModelError::Run {
             path: self.path.clone(),
             reason: first_line(&e),
         })
+    }
+
+    /// One run of the plan; while profiling, node by node with a clock read around each.
+    fn run_plan(&mut self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        use std::time::Instant;
+        use tract_onnx::tract_core::internal::{EvalContext, OpState};
+        let Some(per_op) = self.profile.as_mut() else {
+            return self.state.run(inputs);
+        };
+        let eval = |ctx: &EvalContext,
+                    state: Option<&mut (dyn OpState + 'static)>,
+                    node: &TypedNode,
+                    inputs: TVec<TValue>| {
+            let started = Instant::now();
+            let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
+            let name = node.op().name().to_string();
+            let entry = per_op.entry(name.clone()).or_insert_with(|| OpTime {
+                op: name,
+                ..OpTime::default()
+            });
+            entry.total += started.elapsed();
+            entry.nodes += 1;
+            out
+        };
+        self.state.run_plan_with_eval(inputs, eval)
+    }
+
+    /// From now on, runs are timed node by node (costs a clock read per node) until
+    /// [`Engine::take_profile`].
+    pub fn start_profile(&mut self) {
+        self.profile = Some(BTreeMap::new());
+    }
+
+    /// The time per operator kind of the runs since [`Engine::start_profile`], most expensive
+    /// first; runs are no longer timed.
+    pub fn take_profile(&mut self) -> Vec<OpTime> {
+        let mut ops: Vec<OpTime> = self
+            .profile
+            .take()
+            .unwrap_or_default()
+            .into_values()
+            .collect();
+        ops.sort_by_key(|op| std::cmp::Reverse(op.total));
+        ops
     }
 
     pub fn input_shape(&self) -> &[usize] {
@@ -421,11 +469,12 @@ impl Engine {
             });
         }
         let input = self.plan_input(input)?;
+        let outputs = self.run_plan(tvec!(input.into()));
         let run_err = |e: TractError| ModelError::Run {
             path: self.path.clone(),
             reason: first_line(&e),
         };
-        let outputs = self.state.run(tvec!(input.into())).map_err(run_err)?;
+        let outputs = outputs.map_err(run_err)?;
         outputs
             .into_iter()
             .map(|v| {
@@ -442,34 +491,10 @@ impl Engine {
     /// Runs the model once, timing every node, and returns the time per operator kind, most
     /// expensive first. Costs a little over a plain run (one clock read per node).
     pub fn profile(&mut self, input: Tensor) -> Result<Vec<OpTime>, ModelError> {
-        use std::time::Instant;
-        use tract_onnx::tract_core::internal::{EvalContext, OpState};
-        let mut per_op: BTreeMap<String, OpTime> = BTreeMap::new();
-        let eval = |ctx: &EvalContext,
-                    state: Option<&mut (dyn OpState + 'static)>,
-                    node: &TypedNode,
-                    inputs: TVec<TValue>| {
-            let started = Instant::now();
-            let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
-            let name = node.op().name().to_string();
-            let entry = per_op.entry(name.clone()).or_insert_with(|| OpTime {
-                op: name,
-                ..OpTime::default()
-            });
-            entry.total += started.elapsed();
-            entry.nodes += 1;
-            out
-        };
-        let input = self.plan_input(input)?;
-        self.state
-            .run_plan_with_eval(tvec!(input.into()), eval)
-            .map_err(|e| ModelError::Run {
-                path: self.path.clone(),
-                reason: first_line(&e),
-            })?;
-        let mut ops: Vec<OpTime> = per_op.into_values().collect();
-        ops.sort_by_key(|op| std::cmp::Reverse(op.total));
-        Ok(ops)
+        self.start_profile();
+        let run = self.run_all(input);
+        let ops = self.take_profile();
+        run.map(|_| ops)
     }
 
     /// An f32 input in the type the plan takes: f16 for an engine translated to f16 (whose

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::source::TypedSource;
 
-use super::{first_line, read_multi_input, Engine, EngineOptions, ModelError, Precision};
+use super::{first_line, read_multi_input, Engine, EngineOptions, ModelError, OpTime, Precision};
 
 /// The two parts of a model [`split`] cut.
 pub struct Split {
@@ -168,6 +168,36 @@ impl SplitEngine {
     /// Drops the kept outputs of the fixed part (their memory; the next run makes them again).
     pub fn forget(&mut self) {
         self.kept = None;
+    }
+
+    /// Times the runs from now on node by node, both parts (see [`Engine::start_profile`]).
+    pub fn start_profile(&mut self) {
+        self.varying.start_profile();
+        if let Some(fixed) = self.fixed.as_mut() {
+            fixed.start_profile();
+        }
+    }
+
+    /// The time per operator kind of both parts' runs since [`SplitEngine::start_profile`],
+    /// most expensive first.
+    pub fn take_profile(&mut self) -> Vec<OpTime> {
+        let mut ops = self.varying.take_profile();
+        for op in self
+            .fixed
+            .as_mut()
+            .map(Engine::take_profile)
+            .unwrap_or_default()
+        {
+            match ops.iter_mut().find(|o| o.op == op.op) {
+                Some(o) => {
+                    o.nodes += op.nodes;
+                    o.total += op.total;
+                }
+                None => ops.push(op),
+            }
+        }
+        ops.sort_by_key(|op| std::cmp::Reverse(op.total));
+        ops
     }
 
     /// Whether the model was cut (a part runs only when the fixed inputs change).

@@ -260,6 +260,20 @@ impl SamSegmenter {
         Ok(self.encoder.profile(input)?)
     }
 
+    /// Segments `prompt` as a frame's first prompt (the decoder's prompt-free part included),
+    /// timing every node: the time per operator kind, most expensive first.
+    pub fn profile_decoder(
+        &mut self,
+        embedding: &Embedding,
+        prompt: &Prompt,
+    ) -> Result<Vec<OpTime>, SamError> {
+        self.decoder.forget();
+        self.decoder.start_profile();
+        let run = self.segment(embedding, prompt);
+        let ops = self.decoder.take_profile();
+        run.map(|_| ops)
+    }
+
     /// Runs the encoder on a ready input tensor (parity tests and benchmarks).
     pub fn encode_tensor(&mut self, input: Tensor) -> Result<Tensor, SamError> {
         self.decoder.forget();
