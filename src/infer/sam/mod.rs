@@ -252,12 +252,17 @@ impl SamSegmenter {
         Ok(embedding)
     }
 
-    /// Runs the encoder once on `image`, timing every node (`lookout bench --profile`): the time
-    /// per operator kind, most expensive first. Leaves the embedding cache as it was.
-    pub fn profile_encoder(&mut self, image: &RgbImage) -> Result<Vec<OpTime>, SamError> {
-        let (input, _) = encoder_input(image)?;
-        self.decoder.forget();
-        Ok(self.encoder.profile(input)?)
+    /// [`SamSegmenter::embed`] with the encoder timed node by node (`lookout bench --profile`):
+    /// the embedding and the time per operator kind, most expensive first.
+    pub fn profile_embed(
+        &mut self,
+        frame_id: u64,
+        image: &RgbImage,
+    ) -> Result<(Arc<Embedding>, Vec<OpTime>), SamError> {
+        self.encoder.start_profile();
+        let embedding = self.embed(frame_id, image);
+        let ops = self.encoder.take_profile();
+        Ok((embedding?, ops))
     }
 
     /// Segments `prompt` as a frame's first prompt (the decoder's prompt-free part included),
